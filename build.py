@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""The project's single entry point: setup, test, demo, bench NAME, package, deploy.
+
+Runs with the system Python 3 (standard library only); everything else lives in `.venv`, created with
+`--system-site-packages` so Debian's QGIS and GDAL bindings are visible next to pip's torch.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_PY = VENV / "bin" / "python"
+APT_PACKAGES = ["python3-qgis", "qgis-providers", "gdal-bin", "python3-gdal", "python3-venv", "xvfb"]
+REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
+STAMP = VENV / ".requirements.sha256"
+
+
+def say(msg: str) -> None:
+    print(f"[build] {msg}", flush=True)
+
+
+def run(cmd: list[str], **kw) -> int:
+    return subprocess.call([str(c) for c in cmd], **kw)
+
+
+def missing_apt_packages() -> list[str]:
+    if not shutil.which("dpkg-query"):
+        return []
+    missing = []
+    for pkg in APT_PACKAGES:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+        if "install ok installed" not in out.stdout:
+            missing.append(pkg)
+    return missing
+
+
+def setup_apt() -> None:
+    if not shutil.which("dpkg-query"):
+        say("not a Debian system: make sure QGIS 3.22+ with its Python bindings and GDAL's Python bindings are "
+            "installed for /usr/bin/python3")
+        return
+    missing = missing_apt_packages()
+    if not missing:
+        say(f"system packages present: {' '.join(APT_PACKAGES)}")
+        return
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    if os.geteuid() != 0:
+        say(f"missing system packages: {' '.join(missing)}. Run:\n    sudo apt-get update && sudo {' '.join(cmd)}\n"
+            "then run this command again.")
+        sys.exit(1)
+    say(f"installing system packages: {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if run(["apt-get", "update", "-qq"], env=env) or run(cmd, env=env):
+        say("apt-get failed; see its output above")
+        sys.exit(1)
+
+
+def setup_venv() -> None:
+    if VENV_PY.exists():
+        say(f"virtual environment present: {VENV}")
+    else:
+        say(f"creating {VENV} (with system site packages, for QGIS and GDAL)")
+        if run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", VENV]):
+            sys.exit(1)
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in REQUIREMENTS)).hexdigest()
+    if STAMP.exists() and STAMP.read_text().strip() == digest:
+        say("Python packages up to date")
+        return
+    say("installing Python packages: " + ", ".join(p.name for p in REQUIREMENTS))
+    args = [VENV_PY, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    for req in REQUIREMENTS:
+        args += ["-r", req]
+    if run(args):
+        say("pip install failed; see its output above")
+        sys.exit(1)
+    STAMP.write_text(digest)
+
+
+def cmd_setup(_args=None) -> int:
+    setup_apt()
+    setup_venv()
+    return 0
+
+
+def needs_setup() -> bool:
+    if missing_apt_packages() or not VENV_PY.exists() or not STAMP.exists():
+        return True
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in REQUIREMENTS)).hexdigest()
+    return STAMP.read_text().strip() != digest
+
+
+def venv_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("QT_QPA_PLATFORM", "offscreen")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def cmd_test(args) -> int:
+    if needs_setup():
+        cmd_setup()
+    return run([VENV_PY, "-m", "pytest", "-p", "no:cacheprovider", *(args.pytest_args or ["tests"])],
+               cwd=ROOT, env=venv_env())
+
+
+def cmd_bench(args) -> int:
+    if needs_setup():
+        cmd_setup()
+    script = ROOT / "bench" / (args.name.replace("-", "_") + ".py")
+    if not script.exists():
+        names = sorted(p.stem.replace("_", "-") for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))
+        say(f"no benchmark named {args.name!r}; available: {', '.join(names)}")
+        return 2
+    return run([VENV_PY, script, *args.bench_args], cwd=ROOT, env=venv_env())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="build.py", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="install system packages (as root), the venv and Python packages").set_defaults(
+        func=cmd_setup)
+    s = sub.add_parser("test", help="set up when needed, then run the whole pytest suite")
+    s.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_test)
+    s = sub.add_parser("bench", help="run a benchmark from bench/")
+    s.add_argument("name")
+    s.add_argument("bench_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_bench)
+    args = p.parse_args()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Shared test fixtures: paths to ../shared, a skip that says why, small random models."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared").resolve()
+REFERENCE = SHARED / "reference"
+DATA = SHARED / "data"
+sys.path.insert(0, str(ROOT))
+
+
+def need_shared(path: Path) -> Path:
+    """Skip, saying why, when a fixture from ../shared is not present on this machine."""
+    if not path.exists():
+        pytest.skip(f"needs {path} from ../shared (the project's shared fixtures), which is not on this machine")
+    return path
+
+
+@pytest.fixture
+def engine_env():
+    """Environment for running `python -m engine` in a subprocess from the repository root."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env

@@ -1,0 +1,22 @@
+"""Project layout rules from the design card."""
+import re
+
+from conftest import ROOT
+
+
+def test_engine_never_imports_qgis():
+    offenders = []
+    for path in (ROOT / "engine").rglob("*.py"):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if re.match(r"\s*(from|import)\s+qgis\b", line):
+                offenders.append(f"{path.relative_to(ROOT)}:{n}")
+    assert not offenders, f"engine/ must run without QGIS: {offenders}"
+
+
+def test_top_level_layout():
+    for name in ("specaware_qgis", "engine", "resources", "tests", "metadata.txt", "build.py", "README.md",
+                 "LICENSE", ".ci/run"):
+        assert (ROOT / name).exists(), name
+    assert "GPL-2.0-or-later" in (ROOT / "LICENSE").read_text()
+    assert "python3 build.py test" in (ROOT / ".ci" / "run").read_text()
+    assert "python3 build.py test" in (ROOT / "README.md").read_text()

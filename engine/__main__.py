@@ -37,6 +37,32 @@ def cmd_inspect_weights(args) -> int:
     return 0
 
 
+def cmd_info(args) -> int:
+    from .jobs import run_job
+    result, warns = run_job("info", {"raster": args.raster, "profile": args.profile, "sensor": args.sensor,
+                                     "level": args.level})
+    for w in warns:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**result, "warnings": warns}, indent=2))
+        return 0
+    r = result
+    print(f"{r['path']}")
+    print(f"  size       {r['width']} × {r['height']} px, {r['bands']} bands ({r['dtype']}, {r['driver']})")
+    print(f"  sensor     {r['sensor']} ({r['sensor_name']}), level {r['level']}, profile from {r['profile_source']}")
+    wr = r["wavelength_range_nm"]
+    print(f"  bands used {r['bands_used']} of {r['bands']}" + (f", {wr[0]:.1f}–{wr[1]:.1f} nm" if wr else ""))
+    reasons: dict[str, list[int]] = {}
+    for d in r["dropped"]:
+        reasons.setdefault(d["reason"], []).append(d["band"])
+    for reason, bands in reasons.items():
+        print(f"  dropped    {len(bands)}: {reason} (0-based {bands[:10]}{'…' if len(bands) > 10 else ''})")
+    print(f"  GSD        {r['gsd_m']} m" if r["gsd_m"] else "  GSD        unknown (no georeferencing)")
+    print(f"  no-data    {r['nodata'] if r['nodata'] is not None else 'none declared'} (also -9999, NaN, ±inf); "
+          f"scale ×{r['scale']:g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description="SpecAware engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -48,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-heads", type=int, help="attention heads, when the width is not a preset's")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_inspect_weights)
+    s = sub.add_parser("info", help="the sensor profile the engine detects for a raster")
+    s.add_argument("raster")
+    s.add_argument("--profile", help="built-in or custom profile name, or a profile JSON file")
+    s.add_argument("--sensor", choices=["avc", "avng", "av3", "others"])
+    s.add_argument("--level", choices=["L1", "L2"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_info)
     return p
 
 

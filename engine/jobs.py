@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from osgeo import gdal
 
 from .errors import SpecAwareWarning
 from .raster import open_raster
@@ -30,8 +31,7 @@ def raster_info(path: str, profile: str | None = None, sensor: str | None = None
     wl = np.asarray(prof.wavelength_nm)
     return {
         "path": str(path), "driver": ds.GetDriver().ShortName, "width": ds.RasterXSize, "height": ds.RasterYSize,
-        "bands": ds.RasterCount, "dtype": ds.GetRasterBand(1).DataType and
-        __import__("osgeo.gdal", fromlist=["gdal"]).GetDataTypeName(ds.GetRasterBand(1).DataType),
+        "bands": ds.RasterCount, "dtype": gdal.GetDataTypeName(ds.GetRasterBand(1).DataType),
         "sensor": prof.sensor, "sensor_name": prof.name, "level": prof.level, "profile_source": prof.source,
         "bands_used": len(good),
         "dropped": [{"band": i, "wavelength_nm": round(float(wl[i]), 2), "reason": r}
@@ -43,18 +43,19 @@ def raster_info(path: str, profile: str | None = None, sensor: str | None = None
 
 
 @job("info")
-def info_job(params: dict, progress=None, cancel=None) -> dict:
+def info_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
     return raster_info(params["raster"], params.get("profile"), params.get("sensor"), params.get("level"))
 
 
-def run_job(name: str, params: dict, progress=None, cancel=None) -> tuple[dict, list[str]]:
+def run_job(name: str, params: dict, progress=None, cancel=None, runtime=None) -> tuple[dict, list[str]]:
     """Run a job in-process; returns its result and the user-facing warnings it raised."""
     from .errors import EngineError
+    from .runtime import Runtime
     if name not in JOBS:
         raise EngineError(f"unknown job {name!r}; this engine runs: {', '.join(sorted(JOBS))}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SpecAwareWarning)
-        result = JOBS[name](params, progress, cancel)
+        result = JOBS[name](params, progress, cancel, runtime or Runtime("cpu"))
     msgs = [str(w.message) for w in caught if issubclass(w.category, SpecAwareWarning)]
     msgs += result.pop("warnings", []) if isinstance(result, dict) else []
     return result, msgs

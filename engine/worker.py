@@ -1,0 +1,97 @@
+"""The engine worker: JSON lines over stdin/stdout, one job at a time, cancellable.
+
+Request:  {"id": "7", "job": "info", "params": {...}}     Cancel: {"cancel": "7"}
+Events:   {"id": "7", "event": "progress", "fraction": 0.4, "message": "..."}
+          {"id": "7", "event": "result", "result": {...}, "warnings": [...], "device": "CPU"}
+          {"id": "7", "event": "error", "message": "...", "cancelled": false}
+Run it as `python -m engine.worker [--device cpu|cuda|auto] [--extra-jobs MODULE]`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import threading
+import traceback
+
+from .errors import Cancelled, EngineError
+from .jobs import run_job
+from .runtime import Runtime
+
+
+class Worker:
+    def __init__(self, out=None, device: str | None = None):
+        self.out = out or sys.stdout
+        self.runtime = Runtime(device)
+        self.lock = threading.Lock()
+        self.current: tuple[str, threading.Event, threading.Thread] | None = None
+
+    def emit(self, msg: dict) -> None:
+        with self.lock:
+            self.out.write(json.dumps(msg) + "\n")
+            self.out.flush()
+
+    def handle(self, line: str) -> None:
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError as e:
+            self.emit({"id": None, "event": "error", "message": f"not a JSON request: {e}"})
+            return
+        if "cancel" in msg:
+            if self.current and self.current[0] == str(msg["cancel"]):
+                self.current[1].set()
+            return
+        job_id = str(msg.get("id", ""))
+        if self.current and self.current[2].is_alive():
+            self.emit({"id": job_id, "event": "error", "cancelled": False,
+                       "message": f"the engine is busy with job {self.current[0]}; wait for it or cancel it"})
+            return
+        cancel = threading.Event()
+        thread = threading.Thread(target=self.run, args=(job_id, msg.get("job"), msg.get("params") or {}, cancel),
+                                  daemon=True)
+        self.current = (job_id, cancel, thread)
+        thread.start()
+
+    def run(self, job_id: str, name: str, params: dict, cancel: threading.Event) -> None:
+        def progress(fraction: float, message: str = "") -> None:
+            self.emit({"id": job_id, "event": "progress", "fraction": round(float(fraction), 4), "message": message})
+
+        try:
+            result, warnings = run_job(name, params, progress, cancel.is_set, self.runtime)
+            self.emit({"id": job_id, "event": "result", "result": result, "warnings": warnings,
+                       "device": self.runtime.device_name})
+        except Cancelled:
+            self.emit({"id": job_id, "event": "error", "cancelled": True, "message": "cancelled; nothing was written"})
+        except EngineError as e:
+            self.emit({"id": job_id, "event": "error", "cancelled": False, "message": str(e)})
+        except Exception as e:  # noqa: BLE001 - the worker must survive any job failure
+            self.emit({"id": job_id, "event": "error", "cancelled": False,
+                       "message": f"internal error in job {name!r}: {type(e).__name__}: {e}",
+                       "detail": traceback.format_exc()})
+
+    def serve(self, stdin=None) -> None:
+        for line in stdin or sys.stdin:
+            if line.strip():
+                self.handle(line)
+        if self.current:
+            self.current[2].join()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.worker", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--extra-jobs", action="append", default=[], help="module that registers more jobs (tests)")
+    args = p.parse_args(argv)
+    for mod in args.extra_jobs:
+        importlib.import_module(mod)
+    out = sys.stdout
+    sys.stdout = sys.stderr  # stray prints must not corrupt the protocol
+    worker = Worker(out, args.device)
+    worker.emit({"id": None, "event": "ready", "device": worker.runtime.device_name})
+    worker.serve(sys.stdin)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,6 +13,8 @@ from .errors import EngineError
 from .sensors import NODATA_DEFAULT, SensorProfile
 
 gdal.UseExceptions()
+if "GDAL_CACHEMAX" not in os.environ:  # windows are read once; a large block cache only grows RSS with file size
+    gdal.SetCacheMax(128 * 2**20)
 COMPLEX_TYPES = {gdal.GDT_CInt16, gdal.GDT_CInt32, gdal.GDT_CFloat32, gdal.GDT_CFloat64}
 
 

@@ -298,13 +298,14 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
     prof.gsd = gsd or prof.gsd
     prof.level = level or (chosen.level if chosen else None) or level_from_name(path)
     integer = ds.GetRasterBand(1).DataType in (1, 2, 3, 4, 5, 12, 13)
+    sample_bands = prof.good_bands() or list(range(n))
     if prof.level is None:
-        prof.level = guess_level(ds, prof.scale, prof.good_bands() or list(range(n)), prof.nodata)
+        prof.level = guess_level(ds, prof.scale, sample_bands, prof.nodata)
         if prof.level == "L1" and integer and prof.sensor in ("avc", "avng", "av3") and not meta["scale"]:
-            prof.level = "L2" if guess_level(ds, 1e-4, prof.good_bands(), prof.nodata) == "L2" else "L1"
+            prof.level = "L2" if guess_level(ds, 1e-4, sample_bands, prof.nodata) == "L2" else "L1"
             prof.scale = 1e-4 if prof.level == "L2" else 1.0
     elif prof.level == "L2" and integer and not meta["scale"] and prof.scale == 1.0 and \
-            guess_level(ds, 1.0, prof.good_bands(), prof.nodata) == "L1":
+            guess_level(ds, 1.0, sample_bands, prof.nodata) == "L1":
         prof.scale = 1e-4  # integer reflectance ×10000, as AVIRIS-Classic delivers it
     prof.validate()
     return prof

@@ -1,6 +1,5 @@
-"""SpecAware for QGIS: the plugin side. It never imports torch; the engine runs in its own process."""
+"""SpecAware for QGIS: the plugin side (dock, tasks, Processing provider, layer styling).
 
-
-def classFactory(iface):  # noqa: N802 - QGIS's required name
-    from .plugin import SpecAwarePlugin
-    return SpecAwarePlugin(iface)
+It never imports torch; it drives the engine worker process (`python -m engine.worker`) over JSON lines.
+The plugin itself (classFactory and the dock) is not built yet: see the plugin issue.
+"""

@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal
 
 from conftest import DATA, ROOT, need_shared
-from engine.errors import Cancelled, EngineError, SpecAwareWarning
+from engine.errors import Cancelled, EngineError
 from engine.infer import classify_to_geotiffs, stream_predictions
 from engine.jobs import run_job
 from engine.raster import RasterSource, open_raster
@@ -166,8 +166,7 @@ def test_complex_and_zero_band_rasters_are_errors(tmp_path):
     with pytest.raises(EngineError, match="complex"):
         open_raster(path)
     vrt = tmp_path / "empty.vrt"
-    ds = gdal.GetDriverByName("VRT").Create(str(vrt), 5, 5, 0)
-    ds = None
+    gdal.GetDriverByName("VRT").Create(str(vrt), 5, 5, 0).FlushCache()
     with pytest.raises(EngineError, match="empty.vrt.*bands"):
         open_raster(vrt)
 

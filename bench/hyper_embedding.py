@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import peak_rss_mib, reset_peak_rss  # noqa: E402
 from engine.model import SpecAwareEncoder, preset  # noqa: E402
 from engine.model.hyper import hyper_tokens, hyper_tokens_reference  # noqa: E402
 
@@ -43,24 +44,17 @@ def timed(fn, reps: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def vm_hwm_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
 def child(path: str, C: int) -> None:
     """Peak memory added by one call, in a fresh process: reset the high-water mark, run, read it."""
     x, U, V, bias = make_inputs(C)
     fn = hyper_tokens if path == "fast" else hyper_tokens_reference
     with torch.no_grad():
         fn(x[:, :, :16, :16], U, V, bias, K)  # load kernels before measuring
-        Path("/proc/self/clear_refs").write_text("5")
-        before = vm_hwm_kib()
+        reset_peak_rss()
+        before = peak_rss_mib()
         out = fn(x, U, V, bias, K)
-        after = vm_hwm_kib()
-    print(json.dumps({"added_mib": (after - before) / 1024, "sum": float(out.sum())}))
+        after = peak_rss_mib()
+    print(json.dumps({"added_mib": after - before, "sum": float(out.sum())}))
 
 
 def peak_added_mib(path: str, C: int) -> float:

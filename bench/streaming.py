@@ -20,6 +20,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _common import peak_rss_mib  # noqa: E402
 OUT = ROOT / "bench_out" / "streaming"
 BANDS, WIDTH, TILE, OVERLAP = 425, 600, 224, 32
 SIZES = {"1x": 2000, "4x": 8000}  # lines
@@ -46,13 +47,6 @@ def make_envi(path: Path, lines: int) -> Path:
            f"fwhm = {{{', '.join(f'{w:.2f}' for w in prof.fwhm_nm)}}}\n")
     path.with_suffix(".hdr").write_text(hdr)
     return path
-
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def child(mode: str, path: str) -> None:

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from osgeo import gdal, osr
+from osgeo import gdal
 
 from .errors import EngineError
 from .sensors import NODATA_DEFAULT, SensorProfile
@@ -150,27 +150,8 @@ class GeoTiffWriter:
             if p.exists():
                 p.unlink()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-        return False
-
 
 def georef(ds) -> tuple[tuple, str]:
     """Geotransform (rotation kept) and projection WKT of a dataset, to copy onto outputs."""
     return ds.GetGeoTransform(can_return_null=True), ds.GetProjection()
 
-
-def srs_of(ds) -> osr.SpatialReference | None:
-    wkt = ds.GetProjection()
-    if not wkt:
-        return None
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs

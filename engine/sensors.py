@@ -11,6 +11,7 @@ import math
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +69,6 @@ class SensorProfile:
         dropped = self.dropped()
         return [i for i in range(self.n_bands) if i not in dropped]
 
-    def valid_max(self) -> float:
-        return LEVEL_MAX.get(self.level or "L2", 2.5)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -91,8 +89,14 @@ class SensorProfile:
                               f"{len(self.fwhm_nm)} FWHM values; give one FWHM per band")
 
 
+@lru_cache(maxsize=1)
+def _builtin_docs() -> tuple[tuple[str, dict], ...]:
+    return tuple((p.stem, json.loads(p.read_text())) for p in sorted(BUILTIN_DIR.glob("*.json")))
+
+
 def builtin_profiles() -> dict[str, SensorProfile]:
-    return {p.stem: SensorProfile.from_dict(json.loads(p.read_text())) for p in sorted(BUILTIN_DIR.glob("*.json"))}
+    """Fresh profile objects for the built-ins (the files are read once per process)."""
+    return {key: SensorProfile.from_dict(doc) for key, doc in _builtin_docs()}
 
 
 def custom_dir() -> Path:
@@ -238,17 +242,30 @@ def gsd_from_geotransform(gt) -> float | None:
     return math.hypot(gt[1], gt[2])
 
 
-def guess_level(ds, scale: float, good: list[int], nodata) -> str:
-    """L2 when the scaled values look like reflectance (robust max ≤ 2.5), else L1; reads one small window."""
+def robust_max(ds, bands: list[int], nodata) -> float | None:
+    """99th percentile of the raw values in one small central window (None when it holds no valid value)."""
     w, h = min(ds.RasterXSize, 64), min(ds.RasterYSize, 64)
     x0, y0 = (ds.RasterXSize - w) // 2, (ds.RasterYSize - h) // 2
-    bands = [b + 1 for b in good[:: max(1, len(good) // 16)]]
-    a = ds.ReadAsArray(x0, y0, w, h, band_list=bands).astype(np.float64) * scale
+    sample = [b + 1 for b in bands[:: max(1, len(bands) // 16)]]
+    a = ds.ReadAsArray(x0, y0, w, h, band_list=sample).astype(np.float64)
     ok = np.isfinite(a) & (a != (nodata if nodata is not None else NODATA_DEFAULT)) & (a > -1000)
-    vals = a[ok]
-    if vals.size == 0:
-        return "L2"
-    return "L2" if np.percentile(vals, 99) <= LEVEL_MAX["L2"] else "L1"
+    return float(np.percentile(a[ok], 99)) if ok.any() else None
+
+
+def _decide_level_and_scale(prof: SensorProfile, p99: float | None, integer: bool, scale_given: bool) -> None:
+    """L2 when the scaled values look like reflectance (≤ 2.5), else L1; integer AVIRIS reflectance is ×10000."""
+    looks_reflectance = p99 is None or p99 * prof.scale <= LEVEL_MAX["L2"]
+    ints_x10000 = integer and not scale_given and prof.scale == 1.0 and p99 is not None and \
+        p99 * 1e-4 <= LEVEL_MAX["L2"]
+    if prof.level is None:
+        if looks_reflectance:
+            prof.level = "L2"
+        elif ints_x10000 and prof.sensor in ("avc", "avng", "av3"):
+            prof.level, prof.scale = "L2", 1e-4
+        else:
+            prof.level = "L1"
+    elif prof.level == "L2" and not looks_reflectance and ints_x10000:
+        prof.scale = 1e-4
 
 
 def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile | None = None,
@@ -298,15 +315,9 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
     prof.gsd = gsd or prof.gsd
     prof.level = level or (chosen.level if chosen else None) or level_from_name(path)
     integer = ds.GetRasterBand(1).DataType in (1, 2, 3, 4, 5, 12, 13)
-    sample_bands = prof.good_bands() or list(range(n))
-    if prof.level is None:
-        prof.level = guess_level(ds, prof.scale, sample_bands, prof.nodata)
-        if prof.level == "L1" and integer and prof.sensor in ("avc", "avng", "av3") and not meta["scale"]:
-            prof.level = "L2" if guess_level(ds, 1e-4, sample_bands, prof.nodata) == "L2" else "L1"
-            prof.scale = 1e-4 if prof.level == "L2" else 1.0
-    elif prof.level == "L2" and integer and not meta["scale"] and prof.scale == 1.0 and \
-            guess_level(ds, 1.0, sample_bands, prof.nodata) == "L1":
-        prof.scale = 1e-4  # integer reflectance ×10000, as AVIRIS-Classic delivers it
+    if prof.level is None or (prof.level == "L2" and integer):  # only then do the values decide anything
+        p99 = robust_max(ds, prof.good_bands() or list(range(n)), prof.nodata)
+        _decide_level_and_scale(prof, p99, integer, bool(meta["scale"]))
     prof.validate()
     return prof
 

@@ -168,7 +168,3 @@ def load_encoder(path: str | Path, patch_size: int | None = None) -> tuple[SpecA
     enc.load_state_dict({k: v for k, v in ckpt.state_dict.items() if k.startswith(ENCODER_PREFIXES)}, strict=True)
     return enc.eval(), ckpt
 
-
-def encoder_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The encoder tensors of a model in the official key layout (for export)."""
-    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIXES)}

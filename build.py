@@ -19,6 +19,8 @@ VENV = ROOT / ".venv"
 VENV_PY = VENV / "bin" / "python"
 APT_PACKAGES = ["python3-qgis", "qgis-providers", "gdal-bin", "python3-gdal", "python3-venv", "xvfb"]
 REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
+NODEPS_REQUIREMENTS = ROOT / "requirements-nodeps.txt"
+ALL_REQUIREMENTS = [*REQUIREMENTS, NODEPS_REQUIREMENTS]
 STAMP = VENV / ".requirements.sha256"
 
 
@@ -69,18 +71,21 @@ def setup_venv() -> None:
         say(f"creating {VENV} (with system site packages, for QGIS and GDAL)")
         if run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", VENV]):
             sys.exit(1)
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in REQUIREMENTS)).hexdigest()
+    digest = requirements_digest()
     if STAMP.exists() and STAMP.read_text().strip() == digest:
         say("Python packages up to date")
         return
     say("installing Python packages: " + ", ".join(p.name for p in REQUIREMENTS))
-    args = [VENV_PY, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    for req in REQUIREMENTS:
-        args += ["-r", req]
-    if run(args):
+    pip = [VENV_PY, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    with_deps = [a for req in REQUIREMENTS for a in ("-r", req)]
+    if run(pip + with_deps) or run(pip + ["--no-deps", "-r", NODEPS_REQUIREMENTS]):
         say("pip install failed; see its output above")
         sys.exit(1)
     STAMP.write_text(digest)
+
+
+def requirements_digest() -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in ALL_REQUIREMENTS)).hexdigest()
 
 
 def cmd_setup(_args=None) -> int:
@@ -92,8 +97,7 @@ def cmd_setup(_args=None) -> int:
 def needs_setup() -> bool:
     if missing_apt_packages() or not VENV_PY.exists() or not STAMP.exists():
         return True
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in REQUIREMENTS)).hexdigest()
-    return STAMP.read_text().strip() != digest
+    return STAMP.read_text().strip() != requirements_digest()
 
 
 def venv_env() -> dict:

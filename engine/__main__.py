@@ -63,6 +63,75 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _progress(fraction: float, message: str) -> None:
+    print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
+
+
+def _run_and_print(job: str, params: dict, as_json: bool, device: str | None = None):
+    from .jobs import run_job
+    from .runtime import Runtime
+    result, warns = run_job(job, params, progress=_progress, runtime=Runtime(device or "auto"))
+    for w in warns:
+        print(f"warning: {w}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({**result, "warnings": warns}, indent=2, default=str))
+    return result
+
+
+def _accuracy_line(acc: dict | None) -> str:
+    if not acc:
+        return "no held-out polygons, so no independent accuracy"
+    return (f"OA {100 * acc['oa']:.1f} %, AA {100 * acc['aa']:.1f} %, kappa {acc['kappa']:.3f}, "
+            f"mIoU {acc['miou']:.3f} on {acc['pixels']} held-out pixels")
+
+
+def cmd_finetune(args) -> int:
+    params = {k: v for k, v in vars(args).items() if k not in ("func", "command", "json", "device")}
+    r = _run_and_print("finetune", params, args.json, args.device)
+    if not args.json:
+        print(f"model {r['name']} saved in {r['bundle']}")
+        print(f"backbone: {r['backbone']}")
+        print(f"accuracy: {_accuracy_line(r['validation'])}")
+        print(f"report: {r['report']}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    params = {k: v for k, v in vars(args).items() if k not in ("func", "command", "json", "device")}
+    r = _run_and_print("classify", params, args.json, args.device)
+    if not args.json:
+        for path in r["outputs"]:
+            print(f"wrote {path}")
+        print(f"report: {r['report']} ({r['kind']})")
+        for name, ha in (r["areas_ha"] or {}).items():
+            print(f"  {name:20s} {ha:12.2f} ha")
+    return 0
+
+
+def cmd_models(args) -> int:
+    params = {"action": args.action, "name": args.name, "new_name": args.new_name}
+    if args.action in ("show", "delete", "rename") and not args.name:
+        raise EngineError(f"models {args.action} needs a model name")
+    if args.action == "rename" and not args.new_name:
+        raise EngineError("models rename needs the old and the new name")
+    r = _run_and_print("models", params, args.json)
+    if args.json:
+        return 0
+    if args.action == "list":
+        print(f"models in {r['directory']}:" if r["models"] else f"no models yet in {r['directory']}")
+        for m in r["models"]:
+            miou = f"val mIoU {m['val_miou']:.3f}" if m["val_miou"] is not None else "not validated"
+            print(f"  {m['name']:24s} {len(m['classes'] or [])} classes, {m['sensor']}, {miou}, {m['created']}"
+                  if not m["damaged"] else f"  {m['name']:24s} DAMAGED model.json")
+    elif args.action == "show":
+        print(json.dumps({k: r[k] for k in ("name", "path", "backbone", "head", "classes", "tile", "created",
+                                            "engine_version") if k in r}, indent=2))
+        print(f"accuracy: {_accuracy_line(r.get('validation'))}")
+    else:
+        print(next(iter(r.values())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description="SpecAware engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -81,6 +150,56 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--level", choices=["L1", "L2"])
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_info)
+
+    def sensor_options(s):
+        s.add_argument("--profile", help="sensor profile to use when the raster has no wavelength metadata")
+        s.add_argument("--sensor", choices=["avc", "avng", "av3", "others"])
+        s.add_argument("--level", choices=["L1", "L2"])
+        s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("finetune", help="train a model bundle from training polygons")
+    s.add_argument("--raster", required=True)
+    s.add_argument("--polygons", required=True, help="vector file (GPKG, SHP, GeoJSON) of labelled polygons/points")
+    s.add_argument("--class-field", required=True, dest="class_field")
+    s.add_argument("--out", required=True, help="model name (saved under the user data dir) or a folder path")
+    s.add_argument("--preset", choices=["tiny", "small", "base"], default="tiny")
+    s.add_argument("--head", choices=["light", "upernet"], default="light")
+    s.add_argument("--backbone", help="SpecAware checkpoint (.pth), a model bundle, or 'random'; default: the "
+                                      "configured checkpoint, else random")
+    s.add_argument("--backbone-mode", dest="backbone_mode", help="frozen, last-N (e.g. last-2) or full; default: "
+                                                                 "frozen when pretrained, else full")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--window", type=int, help="training window in px, a multiple of the patch size")
+    s.add_argument("--batch-size", type=int, dest="batch_size")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--layer", help="layer name inside the vector file")
+    s.add_argument("--val-polygons", dest="val_polygons", help="independent validation layer (replaces the split)")
+    s.add_argument("--val-fraction", dest="val_fraction", type=float, default=0.3)
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run of the same settings")
+    sensor_options(s)
+    s.set_defaults(func=cmd_finetune)
+
+    s = sub.add_parser("classify", help="classify a raster with a model bundle, or cluster it (unsupervised)")
+    s.add_argument("--raster", required=True)
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--model", help="model name or bundle folder")
+    g.add_argument("--clusters", type=int, help="unsupervised: k-means with this many clusters")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--probabilities", action="store_true", help="also write probabilities.tif")
+    s.add_argument("--preset", choices=["tiny", "small", "base"], default="tiny", help="encoder for --clusters")
+    s.add_argument("--backbone", help="checkpoint for --clusters (default: the configured one, else random)")
+    sensor_options(s)
+    s.set_defaults(func=cmd_classify)
+
+    s = sub.add_parser("models", help="list, show, delete or rename model bundles")
+    s.add_argument("action", choices=["list", "show", "delete", "rename"])
+    s.add_argument("name", nargs="?")
+    s.add_argument("new_name", nargs="?")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_models)
     return p
 
 

@@ -166,6 +166,24 @@ def stream_predictions(source: RasterSource, model_fn: Callable[[np.ndarray], np
     return stats
 
 
+def torch_model_fn(forward: Callable, device) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap `forward` (tensor [B, C, T, T] → scores [B, K, T, T]) as the driver's numpy model function.
+
+    On CUDA the batch goes through pinned memory with a non-blocking copy and runs under bf16 autocast.
+    """
+    import torch
+    cuda = torch.device(device).type == "cuda"
+
+    def model_fn(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch)
+        if cuda:
+            x = x.pin_memory()
+        x = x.to(device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+            return forward(x).float().cpu().numpy()
+    return model_fn
+
+
 def classify_to_geotiffs(source: RasterSource, model_fn, class_names: list[str], colors: list[tuple], out_dir,
                          tile: int, overlap: int = 0, batch_size: int | None = None, progress=None, cancel=None,
                          write_probabilities: bool = False) -> dict:

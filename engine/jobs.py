@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 from osgeo import gdal
 
-from .errors import SpecAwareWarning
+from .errors import EngineError, SpecAwareWarning
 from .raster import open_raster
 from .sensors import profile_for_raster, warn_dropped
 
@@ -46,9 +46,52 @@ def info_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
     return raster_info(params["raster"], params.get("profile"), params.get("sensor"), params.get("level"))
 
 
+@job("classify")
+def classify_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
+    from .classify import classify
+    return classify(params["raster"], params["out"], params.get("model"), params.get("clusters"),
+                    params.get("profile"), params.get("sensor"), params.get("level"),
+                    bool(params.get("probabilities")), params.get("preset", "tiny"), params.get("backbone"),
+                    int(params.get("seed", 0)), runtime, progress, cancel)
+
+
+@job("finetune")
+def finetune_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
+    from .finetune import finetune
+    from .train import TrainConfig
+    known = set(TrainConfig.__dataclass_fields__)
+    train = TrainConfig(**{k: params[k] for k in known if params.get(k) is not None})
+    return finetune(params["raster"], params["polygons"], params["class_field"], params["out"],
+                    params.get("preset") or "tiny", params.get("head") or "light", params.get("backbone"), train,
+                    params.get("layer"), params.get("val_polygons"), float(params.get("val_fraction", 0.3)),
+                    params.get("colors"), params.get("profile"), params.get("sensor"), params.get("level"),
+                    bool(params.get("overwrite")), bool(params.get("resume")),
+                    runtime.device if runtime else "cpu", progress, cancel)
+
+
+@job("models")
+def models_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
+    """List, show, delete or rename model bundles."""
+    from . import bundles
+    action = params.get("action", "list")
+    if action == "list":
+        return {"models": [{"name": b.name, "path": str(b.path), "classes": b.meta.get("classes", {}).get("names"),
+                            "sensor": b.meta.get("profile", {}).get("name"), "created": b.meta.get("created"),
+                            "val_miou": (b.meta.get("validation") or {}).get("miou"),
+                            "damaged": bool(b.meta.get("damaged"))} for b in bundles.list_bundles()],
+                "directory": str(bundles.models_dir())}
+    if action == "show":
+        b = bundles.load_bundle(params["name"])
+        return {"name": b.name, "path": str(b.path), **b.meta}
+    if action == "delete":
+        return {"deleted": str(bundles.delete_bundle(params["name"]))}
+    if action == "rename":
+        return {"renamed": str(bundles.rename_bundle(params["name"], params["new_name"]))}
+    raise EngineError(f"unknown models action {action!r}: use list, show, delete or rename")
+
+
 def run_job(name: str, params: dict, progress=None, cancel=None, runtime=None) -> tuple[dict, list[str]]:
     """Run a job in-process; returns its result and the user-facing warnings it raised."""
-    from .errors import EngineError
     from .runtime import Runtime
     if name not in JOBS:
         raise EngineError(f"unknown job {name!r}; this engine runs: {', '.join(sorted(JOBS))}")

@@ -1,0 +1,112 @@
+"""A SpecAware encoder with a segmentation head: pixels in, per-pixel class logits out, for any sensor."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..errors import EngineError
+from .config import SpecAwareConfig
+from .heads import build_head
+from .vit import SpecAwareEncoder
+
+
+@dataclass(frozen=True)
+class SpectralInput:
+    """What the hypernetwork needs to know about a batch's bands: one sensor and one level per batch."""
+
+    wavelength: tuple[float, ...]
+    fwhm: tuple[float, ...]
+    gsd: float
+    sensor: str
+    level: str
+
+    @classmethod
+    def from_source(cls, source) -> "SpectralInput":
+        p = source.profile
+        return cls(tuple(map(float, source.wavelength)), tuple(map(float, source.fwhm)), float(p.gsd or 1.0),
+                   p.sensor, p.level or "L2")
+
+    def tensors(self, batch: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        wl = torch.tensor(self.wavelength, dtype=torch.float32, device=device).expand(batch, -1)
+        fw = torch.tensor(self.fwhm, dtype=torch.float32, device=device).expand(batch, -1)
+        return wl, fw, torch.full((batch,), self.gsd, dtype=torch.float32, device=device)
+
+
+class Features(NamedTuple):
+    """What the heads read: the encoder's four taps [B, E, h, w] and per-pixel spectral features [B, 129, H, W]."""
+
+    taps: list[torch.Tensor]
+    spectral: torch.Tensor
+
+
+def spectral_projection(x: torch.Tensor, band_embedding: torch.Tensor) -> torch.Tensor:
+    """Each pixel's spectrum projected on the bands' 128-d embeddings (mean over bands), plus its mean value.
+
+    The basis comes from the encoder's own wavelength/FWHM/sensor embedding, so it exists for any band set.
+    """
+    proj = torch.einsum("bchw,bcd->bdhw", x, band_embedding.to(x.dtype)) / x.shape[1]
+    return torch.cat([proj, x.mean(dim=1, keepdim=True)], dim=1)
+
+
+class PixelHead(nn.Module):
+    """Per-pixel class logits from the spectral features, in absolute and brightness-normalised form.
+
+    Tokens summarise k×k pixels; this branch keeps each pixel's own spectrum in the decision, which matters for
+    objects a few pixels wide (roads, roofs). Its logits are added to the spatial head's.
+    """
+
+    def __init__(self, num_classes: int, width: int = 128, planes: int = 128):
+        super().__init__()
+        self.norm = nn.LayerNorm(2 * planes + 1)
+        self.mlp = nn.Sequential(nn.Linear(2 * planes + 1, width), nn.GELU(), nn.Linear(width, width // 2),
+                                 nn.GELU(), nn.Linear(width // 2, num_classes))
+
+    def forward(self, spectral: torch.Tensor) -> torch.Tensor:
+        proj, mean = spectral[:, :-1].float(), spectral[:, -1:].float()
+        shape = proj / (mean.abs() + 1e-3)
+        z = torch.cat([proj, shape, mean], dim=1).permute(0, 2, 3, 1)
+        return self.mlp(self.norm(z)).permute(0, 3, 1, 2)
+
+
+class Segmenter(nn.Module):
+    """`encoder` (the checkpoint's layout), a spatial `head` on its taps, and a `pixel_head` on each pixel's
+    spectrum; `encode` and `decode` are split so a frozen encoder's features can be cached."""
+
+    def __init__(self, cfg: SpecAwareConfig, head: str, num_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        self.head_kind = head
+        self.encoder = SpecAwareEncoder(cfg)
+        self.head = build_head(head, cfg.embed_dim, len(cfg.feature_blocks), num_classes, cfg.patch_size)
+        self.pixel_head = PixelHead(num_classes, planes=cfg.wv_planes)
+
+    def encode(self, x: torch.Tensor, spec: SpectralInput) -> Features:
+        wl, fw, gsd = spec.tensors(x.shape[0], x.device)
+        out = self.encoder(x, wl, fw, gsd, spec.sensor, spec.level, return_all=True)
+        return Features(out["features"], spectral_projection(x, out["enhanced_meta_embedding"]))
+
+    def decode(self, features: Features, out_hw) -> torch.Tensor:
+        return self.head(features.taps, tuple(out_hw)) + self.pixel_head(features.spectral)
+
+    def forward(self, x: torch.Tensor, spec: SpectralInput) -> torch.Tensor:
+        return self.decode(self.encode(x, spec), x.shape[-2:])
+
+    def set_trainable(self, mode: str) -> None:
+        """`frozen` (head only), `last-N` (head and the last N blocks with the final norm) or `full`."""
+        for p in self.encoder.parameters():
+            p.requires_grad = mode == "full"
+        if mode.startswith("last-"):
+            try:
+                n = int(mode.split("-", 1)[1])
+            except ValueError:
+                n = -1
+            if not 1 <= n <= len(self.encoder.blocks):
+                raise EngineError(f"backbone mode {mode!r}: N must be 1…{len(self.encoder.blocks)}")
+            for module in [*self.encoder.blocks[-n:], self.encoder.norm]:
+                for p in module.parameters():
+                    p.requires_grad = True
+        elif mode not in ("frozen", "full"):
+            raise EngineError(f"unknown backbone mode {mode!r}: use frozen, last-N (e.g. last-2) or full")

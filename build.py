@@ -115,6 +115,12 @@ def cmd_test(args) -> int:
                cwd=ROOT, env=venv_env())
 
 
+def cmd_demo(args) -> int:
+    if needs_setup():
+        cmd_setup()
+    return run([VENV_PY, ROOT / "tools" / "demo.py", *args.demo_args], cwd=ROOT, env=venv_env())
+
+
 def cmd_bench(args) -> int:
     if needs_setup():
         cmd_setup()
@@ -134,6 +140,9 @@ def main() -> int:
     s = sub.add_parser("test", help="set up when needed, then run the whole pytest suite")
     s.add_argument("pytest_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_test)
+    s = sub.add_parser("demo", help="fine-tune and classify a built-in synthetic scene, write a QGIS project")
+    s.add_argument("demo_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_demo)
     s = sub.add_parser("bench", help="run a benchmark from bench/")
     s.add_argument("name")
     s.add_argument("bench_args", nargs=argparse.REMAINDER)

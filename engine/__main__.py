@@ -167,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--head", choices=["light", "upernet"], default="light")
     s.add_argument("--backbone", help="SpecAware checkpoint (.pth), a model bundle, or 'random'; default: the "
                                       "configured checkpoint, else random")
-    s.add_argument("--backbone-mode", dest="backbone_mode", help="frozen, last-N (e.g. last-2) or full; default: "
-                                                                 "frozen when pretrained, else full")
+    s.add_argument("--backbone-mode", dest="backbone_mode", help="frozen (default: features cached once, fast), "
+                                                                 "last-N (e.g. last-2) or full")
     s.add_argument("--epochs", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--window", type=int, help="training window in px, a multiple of the patch size")

@@ -2,6 +2,7 @@
 through the streaming driver, into `classes.tif`, `confidence.tif` and a report with class areas."""
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -34,7 +35,8 @@ def check_sensor_overlap(trained: SensorProfile, source: RasterSource, raster: s
                           f"model was trained on {trained.name} at {twl.min():.0f}–{twl.max():.0f} nm: no overlap, "
                           "so it cannot classify this raster; fine-tune a model on this sensor")
     p = source.profile
-    if (trained.sensor, len(twl), trained.level) != (p.sensor, len(source.bands), p.level):
+    same_bands = len(twl) == len(source.bands) and np.abs(twl - source.wavelength).max() <= 2.0
+    if not same_bands or (trained.sensor, trained.level) != (p.sensor, p.level):
         warnings.warn(f"cross-sensor use: the model was trained on {trained.name} ({trained.sensor}, {len(twl)} "
                       f"bands, {trained.level}) and {raster} is {p.name} ({p.sensor}, {len(source.bands)} bands, "
                       f"{p.level}); SpecAware's hypernetwork adapts to the bands, but check the map against "
@@ -54,12 +56,15 @@ def _bundle_classifier(model: str, source: RasterSource, raster: str, runtime: R
 
 def _cluster_classifier(k: int, source: RasterSource, runtime: Runtime, preset_name: str, backbone, seed: int,
                         progress, cancel):
-    """k-means on token features of tiles spread over the raster; pixels get the upsampled soft membership."""
+    """k-means on the encoder's last-block token features of tiles spread over the raster; pixels get the
+    upsampled soft membership."""
     from .finetune import init_model
     torch.manual_seed(seed)
     model, provenance, _ = init_model(preset_name, "light", k, backbone)
     encoder = model.encoder.to(runtime.device).eval()
-    spec = SpectralInput.from_source(source)
+    # Position-free features (GSD 0 makes every token's position code the same): clusters then follow
+    # materials, not places. With random weights the position code would otherwise dominate the tokens.
+    spec = dataclasses.replace(SpectralInput.from_source(source), gsd=0.0)
     tile = 8 * encoder.cfg.patch_size
     grid = TileGrid(source.width, source.height, tile)
     cells = [(x0, y0) for y0 in grid.rows for x0 in grid.columns]

@@ -98,8 +98,6 @@ def finetune(raster: str, polygons: str, class_field: str, out: str, preset_name
     labels = load_labels(ds, polygons, class_field, layer, val_polygons, val_fraction, train.seed, colors)
     torch.manual_seed(train.seed)
     model, provenance, pretrained = init_model(preset_name, head, len(labels.scheme.names), backbone)
-    if train.backbone_mode == "auto":
-        train.backbone_mode = "frozen" if pretrained else "full"
     resume_dir = data_dir() / "training" / name
     if not resume and resume_dir.exists():
         shutil.rmtree(resume_dir)

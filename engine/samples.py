@@ -220,8 +220,9 @@ def load_labels(raster_ds, polygons, class_field: str, layer: str | None = None,
     else:
         for name in scheme.names:
             members = [i + 1 for i, c in enumerate(ids) if c == cid[name]]
-            n_val = int(round(len(members) * val_fraction)) if len(members) >= 2 else 0
-            n_val = min(max(n_val, 1 if len(members) >= 2 else 0), len(members) - 1)
+            n_val = 0
+            if val_fraction > 0 and len(members) >= 2:  # at least one held out, at least one kept
+                n_val = min(max(int(round(len(members) * val_fraction)), 1), len(members) - 1)
             for m in rng.permutation(members)[:n_val]:
                 is_val[m] = True
             counts[name] = {"train": len(members) - n_val, "val": n_val}

@@ -42,7 +42,7 @@ class TrainConfig:
     warmup_epochs: int = 2
     patience: int = 10
     seed: int = 0
-    backbone_mode: str = "auto"  # frozen | last-N | full; auto = frozen when pretrained, else full
+    backbone_mode: str = "frozen"  # frozen | last-N | full
     frozen_pool: int = 256  # augmented windows whose frozen features are cached (about 1.3 MB each)
 
     def to_dict(self) -> dict:
@@ -128,7 +128,7 @@ class Trainer:
         self.batch_size = cfg.batch_size
         self.autocast = device.type == "cuda"
         model.set_trainable(cfg.backbone_mode)
-        head = [p for p in model.head.parameters()]
+        head = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
         backbone = [p for p in model.encoder.parameters() if p.requires_grad]
         groups = [{"params": head, "lr": cfg.lr}]
         if backbone:
@@ -198,7 +198,7 @@ class Trainer:
             return float("nan")
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return loss.item()
 
     def _step_halving(self, make_batch) -> float:
         """One optimiser step; on CUDA out-of-memory halve the batch size and retry."""

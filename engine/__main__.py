@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--window", type=int, help="training window in px, a multiple of the patch size")
     s.add_argument("--batch-size", type=int, dest="batch_size")
     s.add_argument("--lr", type=float)
+    s.add_argument("--windows-per-epoch", type=int, dest="windows_per_epoch")
+    s.add_argument("--frozen-pool", type=int, dest="frozen_pool",
+                   help="augmented windows whose frozen features are computed once (default 256)")
     s.add_argument("--layer", help="layer name inside the vector file")
     s.add_argument("--val-polygons", dest="val_polygons", help="independent validation layer (replaces the split)")
     s.add_argument("--val-fraction", dest="val_fraction", type=float, default=0.3)

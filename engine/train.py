@@ -98,6 +98,15 @@ def dihedral(a: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(a[..., ::-1] if k >= 4 else a)
 
 
+def median_frequency_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Loss weight per class = median class frequency / class frequency (Eigen & Fergus 2015), so a class
+    with few labelled pixels (roofs beside large fields) still counts in every window it shares."""
+    counts = np.bincount(labels.ravel(), minlength=num_classes + 1)[1:num_classes + 1].astype(np.float64)
+    freq = counts / max(counts.sum(), 1)
+    w = np.where(counts > 0, np.median(freq[counts > 0]) / np.maximum(freq, 1e-12), 0.0)
+    return torch.tensor(np.sqrt(np.clip(w, 0.0, 10.0)), dtype=torch.float32)
+
+
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -124,6 +133,7 @@ class Trainer:
         self.spec = SpectralInput.from_source(source)
         self.reader = SceneReader(source, cfg.window)
         self.sampler = WindowSampler(labels.train, cfg.window, cfg.seed)
+        self.class_weight = median_frequency_weights(labels.train, len(labels.scheme.names)).to(device)
         self.frozen = cfg.backbone_mode == "frozen"
         self.batch_size = cfg.batch_size
         self.autocast = device.type == "cuda"
@@ -193,7 +203,7 @@ class Trainer:
                 logits = self.model.decode(x_or_features, y.shape[-2:])
             else:
                 logits = self.model(x_or_features, self.spec)
-        loss = F.cross_entropy(logits.float(), y.to(self.device), ignore_index=IGNORE)
+        loss = F.cross_entropy(logits.float(), y.to(self.device), weight=self.class_weight, ignore_index=IGNORE)
         if not torch.isfinite(loss):
             return float("nan")
         loss.backward()
@@ -228,10 +238,15 @@ class Trainer:
         self.model.eval()
         T = self.cfg.window
         truth, pred = [], []
+        seen = np.zeros(self.labels.val.shape, bool)  # the last row and column of tiles overlap the previous
         for x0, y0 in self.val_tiles:
             p, valid = self.predict_tile(x0, y0)
             t = window_labels(self.labels.val, x0, y0, T, valid) + 1
-            keep = t > 0
+            h, w = seen[y0:y0 + T, x0:x0 + T].shape
+            fresh = np.zeros((T, T), bool)
+            fresh[:h, :w] = ~seen[y0:y0 + T, x0:x0 + T]
+            seen[y0:y0 + T, x0:x0 + T] = True
+            keep = (t > 0) & fresh
             truth.append(t[keep])
             pred.append(p[keep])
         return score(np.concatenate(truth), np.concatenate(pred), self.labels.scheme.names)

@@ -296,7 +296,7 @@ def test_cli_finetune_classify_and_models(scene, tmp_path, engine_env):
                               capture_output=True, text=True, timeout=300)
 
     r = cli("finetune", "--raster", raster, "--polygons", polygons, "--class-field", "class", "--out", "cli",
-            "--epochs", 2, "--window", 32, "--batch-size", 4, "--device", "cpu")
+            "--epochs", 2, "--window", 32, "--batch-size", 4, "--frozen-pool", 32, "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert "model cli saved in" in r.stdout and "OA" in r.stdout and "epoch 2/2" in r.stderr
     r = cli("classify", "--raster", raster, "--model", "cli", "--out", tmp_path / "out", "--json")

@@ -193,7 +193,7 @@ def read_spectral_metadata(ds) -> dict:
         if items is not None:
             wl = [float(re.findall(r"[-+0-9.eE]+", v)[0]) for v in items]
             unit_items = _band_items(ds, "wavelength_units")
-            units = unit_items[0] if unit_items else units
+            units = unit_items[0] if unit_items else (ds.GetMetadataItem("wavelength#units") or units)  # NetCDF
             fw_items = _band_items(ds, "fwhm")
             fwhm = [float(v) for v in fw_items] if fw_items else fwhm
     if wl is not None and len(wl) != ds.RasterCount:

@@ -25,7 +25,8 @@ class Worker:
         self.out = out or sys.stdout
         self.runtime = Runtime(device)
         self.lock = threading.Lock()
-        self.current: tuple[str, threading.Event, threading.Thread] | None = None
+        self.current: tuple[str, threading.Event] | None = None  # the running job; None once its end is sent
+        self.thread: threading.Thread | None = None
 
     def emit(self, msg: dict) -> None:
         with self.lock:
@@ -43,15 +44,16 @@ class Worker:
                 self.current[1].set()
             return
         job_id = str(msg.get("id", ""))
-        if self.current and self.current[2].is_alive():
+        running = self.current
+        if running:
             self.emit({"id": job_id, "event": "error", "cancelled": False,
-                       "message": f"the engine is busy with job {self.current[0]}; wait for it or cancel it"})
+                       "message": f"the engine is busy with job {running[0]}; wait for it or cancel it"})
             return
         cancel = threading.Event()
-        thread = threading.Thread(target=self.run, args=(job_id, msg.get("job"), msg.get("params") or {}, cancel),
-                                  daemon=True)
-        self.current = (job_id, cancel, thread)
-        thread.start()
+        self.current = (job_id, cancel)
+        self.thread = threading.Thread(target=self.run, args=(job_id, msg.get("job"), msg.get("params") or {},
+                                                              cancel), daemon=True)
+        self.thread.start()
 
     def run(self, job_id: str, name: str, params: dict, cancel: threading.Event) -> None:
         def progress(fraction: float, message: str = "") -> None:
@@ -59,23 +61,25 @@ class Worker:
 
         try:
             result, warnings = run_job(name, params, progress, cancel.is_set, self.runtime)
-            self.emit({"id": job_id, "event": "result", "result": result, "warnings": warnings,
-                       "device": self.runtime.device_name})
+            end = {"id": job_id, "event": "result", "result": result, "warnings": warnings,
+                   "device": self.runtime.device_name}
         except Cancelled:
-            self.emit({"id": job_id, "event": "error", "cancelled": True, "message": "cancelled; nothing was written"})
+            end = {"id": job_id, "event": "error", "cancelled": True, "message": "cancelled; nothing was written"}
         except EngineError as e:
-            self.emit({"id": job_id, "event": "error", "cancelled": False, "message": str(e)})
+            end = {"id": job_id, "event": "error", "cancelled": False, "message": str(e)}
         except Exception as e:  # noqa: BLE001 - the worker must survive any job failure
-            self.emit({"id": job_id, "event": "error", "cancelled": False,
-                       "message": f"internal error in job {name!r}: {type(e).__name__}: {e}",
-                       "detail": traceback.format_exc()})
+            end = {"id": job_id, "event": "error", "cancelled": False,
+                   "message": f"internal error in job {name!r}: {type(e).__name__}: {e}",
+                   "detail": traceback.format_exc()}
+        self.current = None  # before the end event: a client may send its next request the moment it reads it
+        self.emit(end)
 
     def serve(self, stdin=None) -> None:
         for line in stdin or sys.stdin:
             if line.strip():
                 self.handle(line)
-        if self.current:
-            self.current[2].join()
+        if self.thread:
+            self.thread.join()
 
 
 def main(argv=None) -> int:

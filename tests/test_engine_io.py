@@ -260,3 +260,24 @@ def test_cancel_leaves_no_output(tmp_path):
         classify_to_geotiffs(src, standin_model(), ["a", "b", "c"], [(1, 1, 1)] * 3, tmp_path / "o", tile=16,
                              batch_size=1, progress=lambda f, m: seen.append(f), cancel=lambda: len(seen) >= 2)
     assert os.listdir(tmp_path / "o") == []
+
+
+def test_netcdf_band_first_product_gives_wavelengths_in_nm(tmp_path):
+    """A NetCDF cube [wavelength, y, x] with a µm wavelength coordinate, as GDAL exposes it per band."""
+    path = str(tmp_path / "cube.nc")
+    ds = gdal.GetDriverByName("netCDF").CreateMultiDimensional(path)
+    root = ds.GetRootGroup()
+    dims = [root.CreateDimension(n, None, None, size) for n, size in (("wavelength", 20), ("y", 9), ("x", 11))]
+    f32 = gdal.ExtendedDataType.Create(gdal.GDT_Float32)
+    wl = root.CreateMDArray("wavelength", [dims[0]], f32)
+    wl.Write(np.asarray(WL20, np.float32) / 1000)
+    wl.CreateAttribute("units", [], gdal.ExtendedDataType.CreateString()).WriteString("micrometers")
+    root.CreateMDArray("reflectance", dims, f32).Write(spectra(20, 9, 11))
+    ds = None
+    prof = profile_for_raster(path)
+    np.testing.assert_allclose(prof.wavelength_nm, WL20, rtol=1e-5)
+    assert prof.level == "L2" and prof.sensor == "others"
+    values, valid = RasterSource(path, prof).read(2, 3, 5, 4)
+    whole = gdal.Open(path).ReadAsArray()  # GDAL's row order (it flips a y axis without coordinates)
+    np.testing.assert_allclose(values, whole[:, 3:7, 2:7], rtol=1e-6)
+    assert valid.all() and sorted(whole.ravel()) == pytest.approx(sorted(spectra(20, 9, 11).ravel()))

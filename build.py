@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 VENV_PY = VENV / "bin" / "python"
-APT_PACKAGES = ["python3-qgis", "qgis-providers", "gdal-bin", "python3-gdal", "python3-venv", "xvfb"]
+APT_PACKAGES = ["python3-qgis", "qgis-providers", "gdal-bin", "python3-gdal", "python3-venv", "xvfb",
+                "python3-scipy"]  # scipy: the tests read the MATLAB fixtures of ../shared/data
 REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
 NODEPS_REQUIREMENTS = ROOT / "requirements-nodeps.txt"
 ALL_REQUIREMENTS = [*REQUIREMENTS, NODEPS_REQUIREMENTS]
@@ -124,6 +125,10 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     if needs_setup():
         cmd_setup()
+    bench_req = ROOT / "requirements-bench.txt"  # bench-only packages (scikit-learn for the classic baselines)
+    if run([VENV_PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", bench_req]):
+        say("pip install of the benchmark requirements failed; see its output above")
+        return 1
     script = ROOT / "bench" / (args.name.replace("-", "_") + ".py")
     if not script.exists():
         names = sorted(p.stem.replace("_", "-") for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))

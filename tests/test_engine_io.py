@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal
 
 from conftest import DATA, ROOT, need_shared
-from engine.errors import Cancelled, EngineError
+from engine.errors import Cancelled, EngineError, SpecAwareWarning
 from engine.infer import classify_to_geotiffs, stream_predictions
 from engine.jobs import run_job
 from engine.raster import RasterSource, open_raster
@@ -274,7 +274,8 @@ def test_netcdf_band_first_product_gives_wavelengths_in_nm(tmp_path):
     wl.CreateAttribute("units", [], gdal.ExtendedDataType.CreateString()).WriteString("micrometers")
     root.CreateMDArray("reflectance", dims, f32).Write(spectra(20, 9, 11))
     ds = None
-    prof = profile_for_raster(path)
+    with pytest.warns(SpecAwareWarning, match="no FWHM"):
+        prof = profile_for_raster(path)
     np.testing.assert_allclose(prof.wavelength_nm, WL20, rtol=1e-5)
     assert prof.level == "L2" and prof.sensor == "others"
     values, valid = RasterSource(path, prof).read(2, 3, 5, 4)

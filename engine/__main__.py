@@ -108,6 +108,19 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def cmd_change(args) -> int:
+    params = {k: v for k, v in vars(args).items() if k not in ("func", "command", "json", "device")}
+    r = _run_and_print("change", params, args.json, args.device)
+    if not args.json:
+        for path in r["outputs"]:
+            print(f"wrote {path}")
+        print(f"overlap {r['overlap_area_ha']} ha ({r['pairing']}); threshold {r['threshold']} "
+              f"({r['threshold_method']}); changed {r['changed_area_ha']} ha in {r['polygons']['count']} polygon(s)")
+        for t, ha in (r.get("transitions_ha") or {}).items():
+            print(f"  {t:32s} {ha:12.2f} ha")
+    return 0
+
+
 def cmd_models(args) -> int:
     params = {"action": args.action, "name": args.name, "new_name": args.new_name}
     if args.action in ("show", "delete", "rename") and not args.name:
@@ -196,6 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", help="checkpoint for --clusters (default: the configured one, else random)")
     sensor_options(s)
     s.set_defaults(func=cmd_classify)
+
+    s = sub.add_parser("change", help="change between two dates: change.tif, magnitude.tif, change.gpkg, summary")
+    s.add_argument("--before", required=True)
+    s.add_argument("--after", required=True)
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--model", help="classification bundle: also classify both dates (fromto.tif, transitions)")
+    s.add_argument("--threshold", default="otsu", help="'otsu' (default) or a magnitude between 0 and 1")
+    s.add_argument("--min-area", dest="min_area", type=float, default=0.0, help="minimum polygon area in m²")
+    s.add_argument("--preset", choices=["tiny", "small", "base"], default="tiny")
+    s.add_argument("--backbone", help="checkpoint (default: the configured one, else random)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_change)
 
     s = sub.add_parser("models", help="list, show, delete or rename model bundles")
     s.add_argument("action", choices=["list", "show", "delete", "rename"])

@@ -69,6 +69,15 @@ def finetune_job(params: dict, progress=None, cancel=None, runtime=None) -> dict
                     runtime.device if runtime else "cpu", progress, cancel)
 
 
+@job("change")
+def change_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
+    from .change import detect_change
+    return detect_change(params["before"], params["after"], params["out"], params.get("model"),
+                         params.get("threshold") or "otsu", float(params.get("min_area") or 0.0),
+                         params.get("preset") or "tiny", params.get("backbone"), int(params.get("seed", 0)),
+                         runtime, progress, cancel)
+
+
 @job("models")
 def models_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
     """List, show, delete or rename model bundles."""

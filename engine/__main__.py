@@ -85,9 +85,14 @@ def _accuracy_line(acc: dict | None) -> str:
             f"mIoU {acc['miou']:.3f} on {acc['pixels']} held-out pixels")
 
 
-def cmd_finetune(args) -> int:
+def _job_from_args(job: str, args) -> dict:
+    """Run `job` with the command's options as its params; prints the JSON result itself with --json."""
     params = {k: v for k, v in vars(args).items() if k not in ("func", "command", "json", "device")}
-    r = _run_and_print("finetune", params, args.json, args.device)
+    return _run_and_print(job, params, args.json, args.device)
+
+
+def cmd_finetune(args) -> int:
+    r = _job_from_args("finetune", args)
     if not args.json:
         print(f"model {r['name']} saved in {r['bundle']}")
         print(f"backbone: {r['backbone']}")
@@ -97,11 +102,9 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    params = {k: v for k, v in vars(args).items() if k not in ("func", "command", "json", "device")}
-    r = _run_and_print("classify", params, args.json, args.device)
+    r = _job_from_args("classify", args)
     if not args.json:
-        for path in r["outputs"]:
-            print(f"wrote {path}")
+        print("\n".join(f"wrote {path}" for path in r["outputs"]))
         print(f"report: {r['report']} ({r['kind']})")
         for name, ha in (r["areas_ha"] or {}).items():
             print(f"  {name:20s} {ha:12.2f} ha")
@@ -109,15 +112,22 @@ def cmd_classify(args) -> int:
 
 
 def cmd_change(args) -> int:
-    params = {k: v for k, v in vars(args).items() if k not in ("func", "command", "json", "device")}
-    r = _run_and_print("change", params, args.json, args.device)
+    r = _job_from_args("change", args)
     if not args.json:
-        for path in r["outputs"]:
-            print(f"wrote {path}")
+        print("\n".join(f"wrote {path}" for path in r["outputs"]))
         print(f"overlap {r['overlap_area_ha']} ha ({r['pairing']}); threshold {r['threshold']} "
               f"({r['threshold_method']}); changed {r['changed_area_ha']} ha in {r['polygons']['count']} polygon(s)")
         for t, ha in (r.get("transitions_ha") or {}).items():
             print(f"  {t:32s} {ha:12.2f} ha")
+    return 0
+
+
+def cmd_classify_cells(args) -> int:
+    r = _job_from_args("classify-cells", args)
+    if not args.json:
+        print(f"wrote {r['out']}: {r['cells']} cells ({r['method']})")
+        for name, count in r["cells_per_class"].items():
+            print(f"  {name:20s} {count:8d} cells")
     return 0
 
 
@@ -222,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_change)
+
+    s = sub.add_parser("classify-cells", help="classify grid cells or parcels into a GeoPackage")
+    s.add_argument("--raster", required=True)
+    s.add_argument("--model", required=True, help="classification bundle")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--cell-size", dest="cell_size", type=int, help="square grid cells of this many pixels")
+    g.add_argument("--zones", help="polygons to classify (parcels, fields), any CRS")
+    s.add_argument("--out", required=True, help="output .gpkg")
+    sensor_options(s)
+    s.set_defaults(func=cmd_classify_cells)
 
     s = sub.add_parser("models", help="list, show, delete or rename model bundles")
     s.add_argument("action", choices=["list", "show", "delete", "rename"])

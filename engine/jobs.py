@@ -78,6 +78,14 @@ def change_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
                          runtime, progress, cancel)
 
 
+@job("classify-cells")
+def classify_cells_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
+    from .cells import classify_cells
+    return classify_cells(params["raster"], params["model"], params["out"], params.get("cell_size"),
+                          params.get("zones"), params.get("profile"), params.get("sensor"), params.get("level"),
+                          runtime, progress, cancel)
+
+
 @job("models")
 def models_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
     """List, show, delete or rename model bundles."""

@@ -136,3 +136,27 @@ def test_change_cli_on_the_real_landsat_pair(tmp_path, engine_env):
     lyr = ds.GetLayer(0)
     assert lyr.GetFeatureCount() > 0 and lyr.GetSpatialRef().GetAuthorityCode(None) == "32651"
     assert min(f.GetField("area_m2") for f in lyr) >= 5000
+
+
+def test_classify_cells_on_a_grid_and_on_zones(tmp_path):
+    from engine.cells import classify_cells
+    a, truth = labelled_raster(tmp_path / "a.tif")
+    polygons = write_polygons(tmp_path / "p.gpkg", stripe_polygons())
+    finetune(str(a), str(polygons), "class", "lc", train=TrainConfig(epochs=4, window=32, batch_size=4,
+                                                                    windows_per_epoch=32, frozen_pool=16, lr=3e-3))
+    res = classify_cells(str(a), "lc", str(tmp_path / "grid.gpkg"), cell_size=16)
+    assert res["cells"] == 9 and res["cells_per_class"] == {"grass": 3, "sand": 3, "water": 3}
+    ds = ogr.Open(str(tmp_path / "grid.gpkg"))
+    feats = list(ds.GetLayer(0))
+    first = feats[0]
+    assert first.GetField("class") == "water" and first.GetField("valid_pixels") == 256
+    assert first.GetField("p_water") == pytest.approx(first.GetField("confidence"))
+    assert first.GetGeometryRef().GetArea() == pytest.approx(256 * 4)
+    zones = write_polygons(tmp_path / "z.geojson", [("field", [(17, 2), (31, 2), (31, 40), (17, 40)])],
+                           to_epsg=4326, driver="GeoJSON")
+    res = classify_cells(str(a), "lc", str(tmp_path / "zones.gpkg"), zones=str(zones))
+    ds = ogr.Open(str(tmp_path / "zones.gpkg"))
+    (zone,) = list(ds.GetLayer(0))
+    assert zone.GetField("class") == "grass" and zone.GetField("valid_pixels") > 400
+    with pytest.raises(EngineError, match="GeoPackage"):
+        classify_cells(str(a), "lc", str(tmp_path / "cells.shp"), cell_size=8)

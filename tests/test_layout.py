@@ -20,3 +20,10 @@ def test_top_level_layout():
     assert "GPL-2.0-or-later" in (ROOT / "LICENSE").read_text()
     assert "python3 build.py test" in (ROOT / ".ci" / "run").read_text()
     assert "python3 build.py test" in (ROOT / "README.md").read_text()
+
+
+def test_plugin_never_imports_torch():
+    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "specaware_qgis").rglob("*.py")
+                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+                 if re.match(r"\s*(from|import)\s+(torch|engine)\b", line)]
+    assert not offenders, f"the plugin talks to the engine process, it never imports torch or engine/: {offenders}"

@@ -63,7 +63,11 @@ class RasterSource:
         return np.asarray(self.profile.fwhm_nm, dtype=np.float32)[self.bands]
 
     def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-        """(values, valid) for the window; invalid pixels are set to 0 in values."""
+        """(values, valid) for the window; invalid pixels are set to 0 in values.
+
+        Masks are computed on the file's own data type (cheaper than on float32); the conversion to float32
+        and the scaling then happen once, in place.
+        """
         try:
             raw = self.ds.ReadAsArray(x, y, w, h, band_list=[b + 1 for b in self.bands])
         except RuntimeError as e:
@@ -72,16 +76,28 @@ class RasterSource:
         if raw is None:
             raise EngineError(f"cannot read window x={x} y={y} {w}×{h} of {self.path}; the file may be truncated")
         raw = raw.reshape(len(self.bands), h, w)
-        bad = ~np.isfinite(raw) if raw.dtype.kind == "f" else np.zeros(raw.shape, bool)
-        for v in self.nodata:
-            bad |= raw == v
-        invalid = bad.any(axis=0)
+        if raw.dtype.kind == "f":
+            invalid = ~np.isfinite(raw).all(axis=0)
+            nodata = self.nodata
+        else:  # only no-data values the integer type can hold can occur
+            info = np.iinfo(raw.dtype)
+            invalid = np.zeros((h, w), bool)
+            nodata = {v for v in self.nodata if float(v).is_integer() and info.min <= v <= info.max}
+        for v in nodata:
+            invalid |= (raw == raw.dtype.type(v)).any(axis=0)
+        # A constant spectrum (fill values such as -0.005 or 0 in every band) is no data either; four bands
+        # spread over the spectrum are enough to tell, as no real spectrum is flat to the last bit.
+        C = raw.shape[0]
+        if C > 1:
+            probe = sorted({0, C // 3, 2 * C // 3, C - 1})
+            invalid |= np.logical_and.reduce([raw[i] == raw[probe[0]] for i in probe[1:]])
+        else:
+            invalid |= raw[0] == 0
         values = raw.astype(np.float32, copy=False)
         if self.profile.scale != 1.0:
-            values = values * np.float32(self.profile.scale)
-        # A constant spectrum (fill values such as -0.005 or 0 in every band) is no data either.
-        invalid |= values.max(axis=0) == values.min(axis=0) if values.shape[0] > 1 else values[0] == 0
-        values = np.where(invalid[None], np.float32(0), values)
+            values *= np.float32(self.profile.scale)
+        if invalid.any():
+            values[:, invalid] = 0
         return values, ~invalid
 
 

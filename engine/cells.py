@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 
 from .bundles import load_bundle
 from .classify import check_sensor_overlap
@@ -17,7 +17,7 @@ from .infer import stream_predictions, torch_model_fn
 from .model.segmenter import SpectralInput
 from .raster import RasterSource, check_writable, open_raster
 from .runtime import Runtime
-from .samples import _open_layer, _srs, rasterize
+from .samples import rasterize, read_features, spatial_ref
 from .sensors import SensorProfile, profile_for_raster, warn_dropped
 
 
@@ -57,18 +57,9 @@ def classify_cells(raster: str, model: str, out: str, cell_size: int | None = No
 
         def cell_ids(y, h):
             return ((np.arange(y, y + h) // cell_size)[:, None] * ncols + col_of[None, :]).ravel()
-        zone_feats = None
+        zone_feats, notes = None, []
     else:
-        vds, lyr = _open_layer(zones)
-        dst = _srs(ds.GetProjection())
-        src = _srs(lyr.GetSpatialRef())
-        tr = osr.CoordinateTransformation(src, dst) if src and dst and not src.IsSame(dst) else None
-        zone_feats = []
-        for f in lyr:
-            g = f.GetGeometryRef().Clone()
-            if tr:
-                g.Transform(tr)
-            zone_feats.append((f.GetFID(), g))
+        zone_feats, notes = read_features(zones, None, ds)  # reprojected, repaired, those off the raster skipped
         ids = rasterize(zone_feats, ds, list(range(1, len(zone_feats) + 1)))
         n = len(zone_feats) + 1
 
@@ -80,9 +71,7 @@ def classify_cells(raster: str, model: str, out: str, cell_size: int | None = No
 
     def on_rows(y, scores, valid):
         c = cell_ids(y, scores.shape[1])
-        keep = valid.ravel() & (c >= 0)
-        if zone_feats is not None:
-            keep &= c > 0
+        keep = valid.ravel() if zone_feats is None else valid.ravel() & (c > 0)
         np.add.at(sums, c[keep], scores.reshape(K, -1)[:, keep].T)
         np.add.at(counts, c[keep], 1)
 
@@ -94,7 +83,7 @@ def classify_cells(raster: str, model: str, out: str, cell_size: int | None = No
     if tmp.exists():
         tmp.unlink()
     ods = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp))
-    olyr = ods.CreateLayer("cells", _srs(ds.GetProjection()), ogr.wkbPolygon if zone_feats is None else
+    olyr = ods.CreateLayer("cells", spatial_ref(ds.GetProjection()), ogr.wkbPolygon if zone_feats is None else
                            ogr.wkbUnknown)
     fields = [("cell", ogr.OFTInteger64), ("class", ogr.OFTString), ("confidence", ogr.OFTReal),
               ("valid_pixels", ogr.OFTInteger64)] + [(_field_name(nm), ogr.OFTReal) for nm in names]
@@ -131,12 +120,13 @@ def classify_cells(raster: str, model: str, out: str, cell_size: int | None = No
     olyr.CommitTransaction()
     ods = None
     tmp.replace(out_path)
-    labelled = counts[1:] if zone_feats is not None else counts
-    summary = {name: int(((probs.argmax(1) == k) & (counts > 0))[1 if zone_feats is not None else 0:].sum())
-               for k, name in enumerate(names)}
-    return {"out": str(out_path), "cells": written, "cells_without_valid_pixels": int((labelled == 0).sum()),
-            "cells_per_class": summary, "model": str(bundle.path), "device": runtime.device_name,
+    cells = slice(1, None) if zone_feats is not None else slice(None)  # id 0 of the zone raster is "no zone"
+    top, empty = probs[cells].argmax(1), counts[cells] == 0
+    warnings_out = list(notes)
+    if empty.any():
+        warnings_out.append(f"{int(empty.sum())} cell(s) hold no valid pixel; their class is empty")
+    return {"out": str(out_path), "cells": written, "cells_without_valid_pixels": int(empty.sum()),
+            "cells_per_class": {name: int(((top == k) & ~empty).sum()) for k, name in enumerate(names)},
+            "model": str(bundle.path), "device": runtime.device_name,
             "method": "mean of the bundle's per-pixel class probabilities within each cell",
-            "seconds": round(time.perf_counter() - t0, 2),
-            "warnings": [f"{int((labelled == 0).sum())} cell(s) hold no valid pixel; their class is empty"]
-            if (labelled == 0).any() else []}
+            "seconds": round(time.perf_counter() - t0, 2), "warnings": warnings_out}

@@ -26,7 +26,7 @@ from .model.segmenter import SpectralInput
 from .raster import GeoTiffWriter, RasterSource, check_writable, georef, open_raster
 from .report import atomic_write_text
 from .runtime import Runtime
-from .samples import _footprint, hex_to_rgb
+from .samples import hex_to_rgb, raster_footprint, spatial_ref
 from .sensors import profile_for_raster, warn_dropped
 from .tiling import TileGrid
 
@@ -39,13 +39,11 @@ SCALE_SAMPLE_TILES = 16
 
 def _overlap_window(a, b) -> tuple[int, int, int, int] | None:
     """The part of `a`'s pixel grid that `b` covers: (x, y, w, h), or None."""
-    fb = _footprint(b)
-    sa, sb = osr.SpatialReference(wkt=a.GetProjection()), osr.SpatialReference(wkt=b.GetProjection())
-    for s in (sa, sb):
-        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    if a.GetProjection() and b.GetProjection() and not sa.IsSame(sb):
+    fb = raster_footprint(b)
+    sa, sb = spatial_ref(a.GetProjection()), spatial_ref(b.GetProjection())
+    if sa and sb and not sa.IsSame(sb):
         fb.Transform(osr.CoordinateTransformation(sb, sa))
-    inter = fb.Intersection(_footprint(a))
+    inter = fb.Intersection(raster_footprint(a))
     if inter is None or inter.IsEmpty() or inter.GetArea() <= 0:
         return None
     inv = gdal.InvGeoTransform(a.GetGeoTransform())

@@ -72,7 +72,7 @@ def _per_class(labels: np.ndarray, scheme: ClassScheme) -> dict[str, int]:
     return {n: int(counts[i + 1]) for i, n in enumerate(scheme.names)}
 
 
-def _open_layer(path: str | Path, layer: str | None = None):
+def open_layer(path: str | Path, layer: str | None = None):
     path = str(path)
     if not Path(path).exists():
         raise EngineError(f"vector file {path} does not exist")
@@ -89,7 +89,7 @@ def _open_layer(path: str | Path, layer: str | None = None):
     return ds, lyr
 
 
-def _footprint(raster_ds) -> ogr.Geometry:
+def raster_footprint(raster_ds) -> ogr.Geometry:
     """The raster's outline in its CRS, rotation included."""
     gt = raster_ds.GetGeoTransform()
     W, H = raster_ds.RasterXSize, raster_ds.RasterYSize
@@ -101,36 +101,42 @@ def _footprint(raster_ds) -> ogr.Geometry:
     return poly
 
 
-def _srs(wkt_or_srs) -> osr.SpatialReference | None:
-    if wkt_or_srs is None:
+def spatial_ref(wkt_or_srs) -> osr.SpatialReference | None:
+    """An SRS in x/y (easting, northing or lon, lat) axis order, or None for no CRS."""
+    if not wkt_or_srs:
         return None
-    srs = wkt_or_srs if isinstance(wkt_or_srs, osr.SpatialReference) else osr.SpatialReference(wkt=wkt_or_srs) \
-        if wkt_or_srs else None
-    if srs is not None:
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    srs = wkt_or_srs if isinstance(wkt_or_srs, osr.SpatialReference) else osr.SpatialReference(wkt=wkt_or_srs)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     return srs
 
 
-def read_features(path, class_field: str, raster_ds, layer: str | None = None) -> tuple[list, list[str]]:
-    """[(class value, geometry in the raster's CRS)] for features over the raster, and notes on what was fixed."""
-    ds, lyr = _open_layer(path, layer)
+def read_features(path, class_field: str | None, raster_ds, layer: str | None = None) -> tuple[list, list[str]]:
+    """[(class value, geometry in the raster's CRS)] for features over the raster, and notes on what was fixed.
+
+    Without a class field the value is the feature's FID (zones, parcels).
+    """
+    ds, lyr = open_layer(path, layer)
     defn = lyr.GetLayerDefn()
     fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
-    if class_field not in fields:
+    if class_field is not None and class_field not in fields:
         raise EngineError(f"{path} has no field {class_field!r}; its fields are: {', '.join(fields) or '(none)'}")
-    is_int = defn.GetFieldDefn(fields.index(class_field)).GetType() in (ogr.OFTInteger, ogr.OFTInteger64)
-    src_srs, dst_srs = _srs(lyr.GetSpatialRef()), _srs(raster_ds.GetProjection())
+    is_int = class_field is None or \
+        defn.GetFieldDefn(fields.index(class_field)).GetType() in (ogr.OFTInteger, ogr.OFTInteger64)
+    src_srs, dst_srs = spatial_ref(lyr.GetSpatialRef()), spatial_ref(raster_ds.GetProjection())
     transform = None
     if src_srs is not None and dst_srs is not None and not src_srs.IsSame(dst_srs):
         transform = osr.CoordinateTransformation(src_srs, dst_srs)
-    footprint = _footprint(raster_ds)
+    footprint = raster_footprint(raster_ds)
     out, repaired, outside, empty = [], [], [], []
     for feat in lyr:
         fid = feat.GetFID()
-        if not feat.IsFieldSetAndNotNull(class_field):
+        if class_field is None:
+            value = fid
+        elif not feat.IsFieldSetAndNotNull(class_field):
             raise EngineError(f"{path}: feature {fid} has no value in the class field {class_field!r}; fill it in "
                               "or delete the feature")
-        value = feat.GetFieldAsInteger64(class_field) if is_int else feat.GetFieldAsString(class_field).strip()
+        else:
+            value = feat.GetFieldAsInteger64(class_field) if is_int else feat.GetFieldAsString(class_field).strip()
         if value == "":
             raise EngineError(f"{path}: feature {fid} has an empty class name in {class_field!r}")
         geom = feat.GetGeometryRef()
@@ -173,7 +179,7 @@ def rasterize(features: list, raster_ds, burn: list[int], dtype=gdal.GDT_UInt32)
     mem.SetGeoTransform(raster_ds.GetGeoTransform())
     mem.SetProjection(raster_ds.GetProjection())
     vds = gdal.GetDriverByName("Memory").Create("", 0, 0, 0, gdal.GDT_Unknown)
-    lyr = vds.CreateLayer("labels", _srs(raster_ds.GetProjection()))
+    lyr = vds.CreateLayer("labels", spatial_ref(raster_ds.GetProjection()))
     lyr.CreateField(ogr.FieldDefn("burn", ogr.OFTInteger64))
     for (_, geom), value in zip(features, burn):
         f = ogr.Feature(lyr.GetLayerDefn())

@@ -22,7 +22,7 @@ from engine.model.segmenter import Segmenter, SpectralInput
 from engine.raster import open_raster
 from engine.samples import WindowSampler, load_labels
 from engine.train import TrainConfig
-from scenes import (EPSG, NORTH_UP, labelled_raster, read_array, rect, stripe_polygons, write_polygons)
+from scenes import NORTH_UP, labelled_raster, read_array, rect, stripe_polygons, write_polygons
 from test_engine_io import ROTATED_GT, WL20
 
 FAST = dict(epochs=3, window=32, batch_size=4, windows_per_epoch=32, frozen_pool=16, patience=10, lr=3e-3)

@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", help="layer name inside the vector file")
     s.add_argument("--val-polygons", dest="val_polygons", help="independent validation layer (replaces the split)")
     s.add_argument("--val-fraction", dest="val_fraction", type=float, default=0.3)
+    s.add_argument("--task", choices=["pixels", "change"], default="pixels",
+                   help="pixels: land cover (default); change: --raster is the first date, --after the second, "
+                        "and the polygons mark 'change' and no change")
+    s.add_argument("--after", help="second date, for --task change")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run of the same settings")
     sensor_options(s)
@@ -224,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--before", required=True)
     s.add_argument("--after", required=True)
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--model", help="classification bundle: also classify both dates (fromto.tif, transitions)")
+    s.add_argument("--model", help="a change model (finetune --task change) gives the change probability; a "
+                                   "land-cover model also classifies both dates (fromto.tif, transitions)")
     s.add_argument("--threshold", default="otsu", help="'otsu' (default) or a magnitude between 0 and 1")
     s.add_argument("--min-area", dest="min_area", type=float, default=0.0, help="minimum polygon area in m²")
     s.add_argument("--preset", choices=["tiny", "small", "base"], default="tiny")

@@ -60,9 +60,10 @@ class Bundle:
     def build(self):
         """The Segmenter with the bundle's weights, in eval mode on the CPU."""
         from .model.config import SpecAwareConfig
-        from .model.segmenter import Segmenter
+        from .model.segmenter import build_segmenter
         m = self.meta
-        model = Segmenter(SpecAwareConfig.from_dict(m["preset_config"]), m["head"], len(m["classes"]["names"]))
+        model = build_segmenter(SpecAwareConfig.from_dict(m["preset_config"]), m["head"], len(m["classes"]["names"]),
+                                m.get("task", "pixels"))
         try:
             model.load_state_dict(self.state_dict(), strict=True)
         except RuntimeError as e:

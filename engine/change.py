@@ -22,7 +22,7 @@ from osgeo import gdal, ogr, osr
 from .bundles import load_bundle
 from .errors import Cancelled, EngineError
 from .infer import stream_predictions, torch_model_fn
-from .model.segmenter import SpectralInput
+from .model.segmenter import PairInput, SpectralInput
 from .raster import GeoTiffWriter, RasterSource, check_writable, georef, open_raster
 from .report import atomic_write_text
 from .runtime import Runtime
@@ -263,9 +263,20 @@ def detect_change(before: str, after: str, out: str, model: str | None = None, t
             encoder = seg.encoder.to(runtime.device).eval()
             tile = 8 * encoder.cfg.patch_size
         pair_src = PairSource(src_a, src_b)
-        cm = ChangeModel(encoder, spec_a, spec_b, len(src_a.bands), pairs, classifier)
-        progress(0.02, "calibrating the change measures")
-        calibrate(cm, pair_src, tile, runtime.device)
+        supervised = bool(model) and bundle.meta.get("task") == "change"
+        if supervised:  # a fine-tuned change model: the magnitude is its probability of change
+            idx = bundle.meta["classes"]["names"].index(bundle.meta["change_class"])
+            pair_in = PairInput(spec_a, spec_b, len(src_a.bands))
+            cm = lambda x: net(x, pair_in).softmax(1)[:, idx:idx + 1]  # noqa: E731
+            names, colors = [], []
+            threshold = 0.5 if threshold == "otsu" else threshold
+            measure = f"probability of change from model {bundle.path}"
+        else:
+            cm = ChangeModel(encoder, spec_a, spec_b, len(src_a.bands), pairs, classifier)
+            progress(0.02, "calibrating the change measures")
+            calibrate(cm, pair_src, tile, runtime.device)
+            measure = "mean of feature distance" + (" and spectral angle" if len(pairs[0]) >= 3 else
+                                                    " only (fewer than 3 shared bands)")
         result = _write_outputs(pair_src, cm, out_dir, names, colors, threshold, tile, runtime, progress, cancel,
                                 outputs)
         progress(0.95, "vectorising the changed areas")
@@ -290,9 +301,9 @@ def detect_change(before: str, after: str, out: str, model: str | None = None, t
                     "after": f"{src_b.profile.name} ({src_b.profile.sensor}, {src_b.profile.level}), "
                              f"{len(src_b.bands)} bands"},
         "shared_bands": int(len(pairs[0])), "backbone": provenance,
-        "measure": "mean of feature distance" + (" and spectral angle" if len(pairs[0]) >= 3 else
-                                                 " only (fewer than 3 shared bands)"),
-        "threshold": result["threshold"], "threshold_method": "otsu" if threshold == "otsu" else "given",
+        "measure": measure, "threshold": result["threshold"],
+        "threshold_method": "otsu" if threshold == "otsu" else ("model, p > 0.5" if supervised and
+                                                                threshold == 0.5 else "given"),
         "changed_pixels": result["changed"], "valid_pixels": result["valid"],
         "changed_area_ha": round(result["changed"] * px_area / 1e4, 4), "pixel_area_m2": px_area,
         "polygons": polygons, "seconds": round(time.perf_counter() - t0, 2),

@@ -8,17 +8,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from osgeo import gdal
 
 from . import __version__
 from .bundles import check_name, data_dir, load_bundle, models_dir, save_bundle
 from .errors import EngineError
 from .model.config import SpecAwareConfig, preset
-from .model.segmenter import Segmenter
+from .model.segmenter import PairInput, Segmenter, SpectralInput, build_segmenter
 from .model.weights import ENCODER_PREFIXES, load_checkpoint
 from .raster import RasterSource, open_raster
 from .report import render_html
@@ -50,7 +52,7 @@ def configured_checkpoint() -> Path | None:
 
 
 def init_model(preset_name: str, head: str, num_classes: int, backbone: str | None,
-               patch_size: int | None = None) -> tuple[Segmenter, str, bool]:
+               patch_size: int | None = None, task: str = "pixels") -> tuple[Segmenter, str, bool]:
     """(model, provenance sentence, pretrained?) for the backbone choice: None = configured or random."""
     source = backbone
     if source is None:
@@ -59,17 +61,17 @@ def init_model(preset_name: str, head: str, num_classes: int, backbone: str | No
     if source == RANDOM:
         cfg = preset(preset_name, **({"patch_size": patch_size} if patch_size else {}))
         why = "as asked" if backbone == RANDOM else "no pretrained weights configured"
-        return Segmenter(cfg, head, num_classes), f"random initialisation — {why}", False
+        return build_segmenter(cfg, head, num_classes, task), f"random initialisation — {why}", False
     path = Path(source)
     if path.is_file():
         ckpt = load_checkpoint(path, patch_size=patch_size)
-        model = Segmenter(ckpt.config, head, num_classes)
+        model = build_segmenter(ckpt.config, head, num_classes, task)
         model.encoder.load_state_dict({k: v for k, v in ckpt.state_dict.items() if k.startswith(ENCODER_PREFIXES)})
         note = f" ({'; '.join(ckpt.notes)})" if ckpt.notes else ""
         return model, f"pretrained checkpoint {path} (E={ckpt.config.embed_dim}, depth {ckpt.config.depth}){note}", True
     bundle = load_bundle(source)  # a bundle's backbone
     cfg = SpecAwareConfig.from_dict(bundle.meta["preset_config"])
-    model = Segmenter(cfg, head, num_classes)
+    model = build_segmenter(cfg, head, num_classes, task)
     enc = {k[len("encoder."):]: v for k, v in bundle.state_dict().items() if k.startswith("encoder.")}
     model.encoder.load_state_dict(enc)
     return model, f"backbone of model bundle {bundle.path} ({bundle.meta.get('backbone', 'unknown origin')})", True
@@ -79,8 +81,12 @@ def finetune(raster: str, polygons: str, class_field: str, out: str, preset_name
              head: str = "light", backbone: str | None = None, train: TrainConfig | None = None,
              layer: str | None = None, val_polygons: str | None = None, val_fraction: float = 0.3,
              colors: dict | None = None, profile=None, sensor=None, level=None, overwrite: bool = False,
-             resume: bool = False, device: torch.device | str = "cpu", progress=None, cancel=None) -> dict:
-    """Train a bundle named `out` (or a folder path); returns where it is, its accuracy and its provenance."""
+             resume: bool = False, device: torch.device | str = "cpu", progress=None, cancel=None,
+             task: str = "pixels", after: str | None = None) -> dict:
+    """Train a bundle named `out` (or a folder path); returns where it is, its accuracy and its provenance.
+
+    With task `change`, `raster` is the first date and `after` the second; the polygons mark change and no change.
+    """
     t0 = time.perf_counter()
     progress = progress or (lambda f, m: None)
     out_path = Path(out)
@@ -90,19 +96,44 @@ def finetune(raster: str, polygons: str, class_field: str, out: str, preset_name
         raise EngineError(f"a model named {name!r} already exists ({directory / name}); choose another name or "
                           "pass --overwrite")
     train = train or TrainConfig()
-    ds = open_raster(raster)
-    prof = profile_for_raster(raster, ds, profile, sensor, level)
-    warn_dropped(prof, raster)
-    source = RasterSource(raster, prof, ds)
-    progress(0.0, "rasterising the training polygons")
-    labels = load_labels(ds, polygons, class_field, layer, val_polygons, val_fraction, train.seed, colors)
-    torch.manual_seed(train.seed)
-    model, provenance, pretrained = init_model(preset_name, head, len(labels.scheme.names), backbone)
-    resume_dir = data_dir() / "training" / name
-    if not resume and resume_dir.exists():
-        shutil.rmtree(resume_dir)
-    trainer = Trainer(model, source, labels, train, torch.device(device), resume_dir, progress, cancel)
-    result = trainer.run(resume=resume)
+    if (task == "change") != (after is not None):
+        raise EngineError("a change model needs --task change and --after (the second date); other tasks take "
+                          "one raster")
+    work = Path(tempfile.mkdtemp(prefix=".specaware-pair-")) if after else None
+    try:
+        if after:
+            from .change import PairSource, pair
+            raster_path, after_path, _ = pair(raster, after, work)
+            ds = gdal.Open(raster_path)
+        else:
+            ds = open_raster(raster)
+        prof = profile_for_raster(raster, ds, profile, sensor, level)
+        warn_dropped(prof, raster)
+        source = RasterSource(raster, prof, ds)
+        spec, extra = None, {}
+        if after:
+            prof_b = profile_for_raster(after, gdal.Open(after_path))
+            warn_dropped(prof_b, after)
+            source_b = RasterSource(after, prof_b, gdal.Open(after_path))
+            spec = PairInput(SpectralInput.from_source(source), SpectralInput.from_source(source_b),
+                             len(source.bands))
+            source = PairSource(source, source_b)
+            extra = {"task": "change", "profile_after": prof_b.to_dict(), "after": str(after)}
+        progress(0.0, "rasterising the training polygons")
+        labels = load_labels(ds, polygons, class_field, layer, val_polygons, val_fraction, train.seed, colors)
+        if after:
+            extra["change_class"] = change_class(labels.scheme.names, polygons, class_field)
+        torch.manual_seed(train.seed)
+        model, provenance, pretrained = init_model(preset_name, head, len(labels.scheme.names), backbone,
+                                                   task=task)
+        resume_dir = data_dir() / "training" / name
+        if not resume and resume_dir.exists():
+            shutil.rmtree(resume_dir)
+        trainer = Trainer(model, source, labels, train, torch.device(device), resume_dir, progress, cancel, spec)
+        result = trainer.run(resume=resume)
+    finally:
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
     cfg = model.cfg
     meta = {
         "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -116,7 +147,7 @@ def finetune(raster: str, polygons: str, class_field: str, out: str, preset_name
                      "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
                      "seconds": round(result.seconds, 1), "device": str(device), "final_batch_size": result.batch_size},
         "labels": labels.summary(), "validation": result.validation, "history": result.history,
-        "engine_version": __version__,
+        "engine_version": __version__, **extra,
     }
     report = finetune_report(meta)
     path = save_bundle(name, result.state_dict, meta, overwrite=overwrite, directory=directory,
@@ -128,6 +159,15 @@ def finetune(raster: str, polygons: str, class_field: str, out: str, preset_name
             "best_epoch": result.best_epoch, "seconds": round(time.perf_counter() - t0, 1),
             "labels": labels.summary(), "warnings": labels.notes +
             ([] if pretrained else [f"backbone: {provenance}"])}
+
+
+def change_class(names: list[str], polygons, class_field: str) -> str:
+    """The class of a change model's labels that means "change" (`change`, `changed` or 1)."""
+    found = [n for n in names if n.strip().lower() in ("change", "changed", "1")]
+    if len(found) != 1 or len(names) != 2:
+        raise EngineError(f"{polygons}: a change model needs two classes in {class_field!r}, one of them "
+                          f"'change' (or 1) and the other no change; found {', '.join(names)}")
+    return found[0]
 
 
 def finetune_report(meta: dict) -> dict:

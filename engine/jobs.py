@@ -66,7 +66,8 @@ def finetune_job(params: dict, progress=None, cancel=None, runtime=None) -> dict
                     params.get("layer"), params.get("val_polygons"), float(params.get("val_fraction", 0.3)),
                     params.get("colors"), params.get("profile"), params.get("sensor"), params.get("level"),
                     bool(params.get("overwrite")), bool(params.get("resume")),
-                    runtime.device if runtime else "cpu", progress, cancel)
+                    runtime.device if runtime else "cpu", progress, cancel, params.get("task") or "pixels",
+                    params.get("after"))
 
 
 @job("change")

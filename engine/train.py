@@ -122,7 +122,7 @@ class Trainer:
     """Owns one fine-tuning run: data, optimiser, schedule, checkpoints for resume, and evaluation."""
 
     def __init__(self, model: Segmenter, source: RasterSource, labels: LabelSet, cfg: TrainConfig,
-                 device: torch.device, resume_dir: Path | None = None, progress=None, cancel=None):
+                 device: torch.device, resume_dir: Path | None = None, progress=None, cancel=None, spec=None):
         k = model.cfg.patch_size
         if cfg.window % k:
             raise EngineError(f"training window {cfg.window} px must be a multiple of the patch size {k}")
@@ -130,7 +130,7 @@ class Trainer:
         self.device, self.resume_dir = device, resume_dir
         self._progress, self.cancel = progress or (lambda f, m: None), cancel or (lambda: False)
         self.fraction = 0.0
-        self.spec = SpectralInput.from_source(source)
+        self.spec = spec or SpectralInput.from_source(source)  # a PairInput for change models
         self.reader = SceneReader(source, cfg.window)
         self.sampler = WindowSampler(labels.train, cfg.window, cfg.seed)
         self.class_weight = median_frequency_weights(labels.train, len(labels.scheme.names)).to(device)

@@ -160,3 +160,25 @@ def test_classify_cells_on_a_grid_and_on_zones(tmp_path):
     assert zone.GetField("class") == "grass" and zone.GetField("valid_pixels") > 400
     with pytest.raises(EngineError, match="GeoPackage"):
         classify_cells(str(a), "lc", str(tmp_path / "cells.shp"), cell_size=8)
+
+
+def test_supervised_change_model_from_polygons(tmp_path):
+    a, _ = labelled_raster(tmp_path / "a.tif")
+    b = changed_copy(tmp_path / "b.tif", a)  # rows/cols 8–24 change
+    rect_ = lambda x0, y0, x1, y1: [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]  # noqa: E731
+    shapes = [("change", rect_(10, 10, 14, 22)), ("change", rect_(18, 10, 22, 22)), ("change", rect_(10, 17, 22, 22)),
+              ("no change", rect_(30, 2, 46, 8)), ("no change", rect_(2, 30, 20, 46)), ("no change", rect_(30, 30, 46, 46))]
+    polygons = write_polygons(tmp_path / "c.gpkg", shapes)
+    r = finetune(str(a), str(polygons), "class", "chg", task="change", after=str(b),
+                 train=TrainConfig(epochs=4, window=32, batch_size=4, windows_per_epoch=32, frozen_pool=16, lr=3e-3))
+    assert r["labels"]["classes"] == ["change", "no change"]
+    res = detect_change(str(a), str(b), str(tmp_path / "out"), model="chg")
+    assert res["measure"].startswith("probability of change") and res["threshold"] == 0.5
+    change = gdal.Open(str(tmp_path / "out" / "change.tif")).ReadAsArray()
+    truth = np.zeros_like(change)
+    truth[8:24, 8:24] = 1
+    inter, union = ((change == 1) & (truth == 1)).sum(), ((change == 1) | (truth == 1)).sum()
+    assert inter / union > 0.6, f"IoU of the changed block {inter / union:.2f}"
+    with pytest.raises(EngineError, match="one of them 'change'"):
+        bad = write_polygons(tmp_path / "bad.gpkg", [("new", rect_(10, 10, 14, 22)), ("old", rect_(30, 2, 46, 8))])
+        finetune(str(a), str(bad), "class", "bad", task="change", after=str(b), train=TrainConfig(epochs=1))

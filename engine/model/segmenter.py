@@ -58,16 +58,22 @@ class PixelHead(nn.Module):
     objects a few pixels wide (roads, roofs). Its logits are added to the spatial head's.
     """
 
-    def __init__(self, num_classes: int, width: int = 128, planes: int = 128):
+    def __init__(self, num_classes: int, width: int = 128, planes: int = 128, dates: int = 1):
         super().__init__()
-        self.norm = nn.LayerNorm(2 * planes + 1)
-        self.mlp = nn.Sequential(nn.Linear(2 * planes + 1, width), nn.GELU(), nn.Linear(width, width // 2),
+        self.planes, self.dates = planes, dates
+        n_in = (2 * planes + 1) * (dates + (dates > 1))  # with two dates, their difference too
+        self.norm = nn.LayerNorm(n_in)
+        self.mlp = nn.Sequential(nn.Linear(n_in, width), nn.GELU(), nn.Linear(width, width // 2),
                                  nn.GELU(), nn.Linear(width // 2, num_classes))
 
     def forward(self, spectral: torch.Tensor) -> torch.Tensor:
-        proj, mean = spectral[:, :-1].float(), spectral[:, -1:].float()
-        shape = proj / (mean.abs() + 1e-3)
-        z = torch.cat([proj, shape, mean], dim=1).permute(0, 2, 3, 1)
+        per_date = []
+        for d in spectral.float().split(self.planes + 1, dim=1):
+            proj, mean = d[:, :-1], d[:, -1:]
+            per_date.append(torch.cat([proj, proj / (mean.abs() + 1e-3), mean], dim=1))
+        if self.dates > 1:
+            per_date.append(per_date[1] - per_date[0])
+        z = torch.cat(per_date, dim=1).permute(0, 2, 3, 1)
         return self.mlp(self.norm(z)).permute(0, 3, 1, 2)
 
 
@@ -75,13 +81,14 @@ class Segmenter(nn.Module):
     """`encoder` (the checkpoint's layout), a spatial `head` on its taps, and a `pixel_head` on each pixel's
     spectrum; `encode` and `decode` are split so a frozen encoder's features can be cached."""
 
-    def __init__(self, cfg: SpecAwareConfig, head: str, num_classes: int):
+    def __init__(self, cfg: SpecAwareConfig, head: str, num_classes: int, dates: int = 1):
         super().__init__()
         self.cfg = cfg
         self.head_kind = head
         self.encoder = SpecAwareEncoder(cfg)
-        self.head = build_head(head, cfg.embed_dim, len(cfg.feature_blocks), num_classes, cfg.patch_size)
-        self.pixel_head = PixelHead(num_classes, planes=cfg.wv_planes)
+        width = cfg.embed_dim * (1 if dates == 1 else 3)  # two dates: both and their difference
+        self.head = build_head(head, width, len(cfg.feature_blocks), num_classes, cfg.patch_size)
+        self.pixel_head = PixelHead(num_classes, planes=cfg.wv_planes, dates=dates)
 
     def encode(self, x: torch.Tensor, spec: SpectralInput) -> Features:
         wl, fw, gsd = spec.tensors(x.shape[0], x.device)
@@ -110,3 +117,35 @@ class Segmenter(nn.Module):
                     p.requires_grad = True
         elif mode not in ("frozen", "full"):
             raise EngineError(f"unknown backbone mode {mode!r}: use frozen, last-N (e.g. last-2) or full")
+
+
+class PairInput(NamedTuple):
+    """The two dates of a change pair: input is [B, C_before + C_after, H, W], each date with its own bands."""
+
+    before: SpectralInput
+    after: SpectralInput
+    n_before: int
+
+
+class ChangeSegmenter(Segmenter):
+    """Siamese change model: one shared encoder reads each date with its own sensor metadata; the heads see
+    both dates' features and their absolute difference, and each pixel's spectra on both dates."""
+
+    def __init__(self, cfg: SpecAwareConfig, head: str, num_classes: int = 2):
+        super().__init__(cfg, head, num_classes, dates=2)
+
+    def encode(self, x: torch.Tensor, pair: PairInput) -> Features:
+        a = super().encode(x[:, :pair.n_before], pair.before)
+        b = super().encode(x[:, pair.n_before:], pair.after)
+        taps = [torch.cat([ta, tb, (ta - tb).abs()], dim=1) for ta, tb in zip(a.taps, b.taps)]
+        return Features(taps, torch.cat([a.spectral, b.spectral], dim=1))
+
+
+TASKS = ("pixels", "change")
+
+
+def build_segmenter(cfg: SpecAwareConfig, head: str, num_classes: int, task: str = "pixels") -> Segmenter:
+    """The model for a fine-tuning task: `pixels` (land cover) or `change` (a pair of dates)."""
+    if task not in TASKS:
+        raise EngineError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    return (ChangeSegmenter if task == "change" else Segmenter)(cfg, head, num_classes)

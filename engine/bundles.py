@@ -50,6 +50,11 @@ class Bundle:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def cache_key(self) -> str:
+        """Changes when the weights are rewritten, so a worker never keeps a stale model."""
+        return f"bundle:{self.path.resolve()}:{(self.path / WEIGHTS).stat().st_mtime_ns}"
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         try:
             return torch.load(self.path / WEIGHTS, map_location="cpu", weights_only=True)

@@ -45,7 +45,7 @@ def classify_cells(raster: str, model: str, out: str, cell_size: int | None = No
     source = RasterSource(raster, prof, ds)
     bundle = load_bundle(model)
     check_sensor_overlap(SensorProfile.from_dict(bundle.meta["profile"]), source, raster)
-    net = runtime.cached(f"bundle:{bundle.path}", lambda: bundle.build().to(runtime.device))
+    net = runtime.cached(bundle.cache_key, lambda: bundle.build().to(runtime.device))
     spec = SpectralInput.from_source(source)
     names, tile = bundle.meta["classes"]["names"], bundle.meta["tile"]
     K, W, H = len(names), source.width, source.height

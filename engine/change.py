@@ -111,6 +111,20 @@ def pair(before: str, after: str, workdir: Path) -> tuple[str, str, dict]:
                            "overlap_area_ha": round(W * H * pixel_area / 1e4, 4), "pairing": how}
 
 
+def open_pair(before: str, after: str, workdir: Path, profile=None, sensor=None, level=None):
+    """(source before, source after, pairing facts): both dates on the first one's grid, each with its own
+    sensor profile (`profile`, `sensor` and `level` apply to the first date)."""
+    a_path, b_path, facts = pair(before, after, workdir)
+    sources = []
+    for path, user_path, opts in ((a_path, before, (profile, sensor, level)), (b_path, after, (None, None, None))):
+        ds = gdal.Open(path)
+        src = RasterSource(path, profile_for_raster(user_path, ds, *opts), ds)
+        src.path = user_path  # messages name the user's files, not the VRTs
+        warn_dropped(src.profile, user_path)
+        sources.append(src)
+    return sources[0], sources[1], facts
+
+
 class PairSource:
     """Both dates as one source for the streaming driver: values are [Ca + Cb, h, w], valid where both are."""
 
@@ -240,18 +254,13 @@ def detect_change(before: str, after: str, out: str, model: str | None = None, t
     work = Path(tempfile.mkdtemp(prefix=".specaware-pair-", dir=out_dir))
     outputs: list[GeoTiffWriter] = []
     try:
-        a_path, b_path, facts = pair(before, after, work)
-        src_a = RasterSource(a_path, profile_for_raster(before, gdal.Open(a_path)))
-        src_b = RasterSource(b_path, profile_for_raster(after, gdal.Open(b_path)))
-        for s, p in ((src_a, before), (src_b, after)):
-            s.path = p  # messages name the user's files, not the VRTs
-            warn_dropped(s.profile, p)
+        src_a, src_b, facts = open_pair(before, after, work)
         spec_a, spec_b = SpectralInput.from_source(src_a), SpectralInput.from_source(src_b)
         pairs = shared_bands(src_a.wavelength, src_b.wavelength, src_a.fwhm)
         classifier, names, colors = None, [], []
         if model:
             bundle = load_bundle(model)
-            net = runtime.cached(f"bundle:{bundle.path}", lambda: bundle.build().to(runtime.device))
+            net = runtime.cached(bundle.cache_key, lambda: bundle.build().to(runtime.device))
             classifier, encoder = net, net.encoder
             names, colors = bundle.meta["classes"]["names"], bundle.meta["classes"]["colors"]
             provenance = f"backbone of model {bundle.path}"

@@ -46,8 +46,7 @@ def check_sensor_overlap(trained: SensorProfile, source: RasterSource, raster: s
 def _bundle_classifier(model: str, source: RasterSource, raster: str, runtime: Runtime):
     bundle = load_bundle(model)
     check_sensor_overlap(SensorProfile.from_dict(bundle.meta["profile"]), source, raster)
-    mtime = (bundle.path / "weights.pt").stat().st_mtime_ns
-    net = runtime.cached(f"bundle:{bundle.path}:{mtime}", lambda: bundle.build().to(runtime.device))
+    net = runtime.cached(bundle.cache_key, lambda: bundle.build().to(runtime.device))
     spec = SpectralInput.from_source(source)
     classes = bundle.meta["classes"]
     facts = {"model": str(bundle.path), "backbone": bundle.meta.get("backbone"), "head": bundle.meta["head"]}

@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from osgeo import gdal
 
 from . import __version__
 from .bundles import check_name, data_dir, load_bundle, models_dir, save_bundle
@@ -101,24 +100,20 @@ def finetune(raster: str, polygons: str, class_field: str, out: str, preset_name
                           "one raster")
     work = Path(tempfile.mkdtemp(prefix=".specaware-pair-")) if after else None
     try:
-        if after:
-            from .change import PairSource, pair
-            raster_path, after_path, _ = pair(raster, after, work)
-            ds = gdal.Open(raster_path)
-        else:
-            ds = open_raster(raster)
-        prof = profile_for_raster(raster, ds, profile, sensor, level)
-        warn_dropped(prof, raster)
-        source = RasterSource(raster, prof, ds)
         spec, extra = None, {}
         if after:
-            prof_b = profile_for_raster(after, gdal.Open(after_path))
-            warn_dropped(prof_b, after)
-            source_b = RasterSource(after, prof_b, gdal.Open(after_path))
-            spec = PairInput(SpectralInput.from_source(source), SpectralInput.from_source(source_b),
-                             len(source.bands))
-            source = PairSource(source, source_b)
-            extra = {"task": "change", "profile_after": prof_b.to_dict(), "after": str(after)}
+            from .change import PairSource, open_pair
+            source_a, source_b, _ = open_pair(raster, after, work, profile, sensor, level)
+            ds, prof = source_a.ds, source_a.profile
+            spec = PairInput(SpectralInput.from_source(source_a), SpectralInput.from_source(source_b),
+                             len(source_a.bands))
+            source = PairSource(source_a, source_b)
+            extra = {"task": "change", "profile_after": source_b.profile.to_dict(), "after": str(after)}
+        else:
+            ds = open_raster(raster)
+            prof = profile_for_raster(raster, ds, profile, sensor, level)
+            warn_dropped(prof, raster)
+            source = RasterSource(raster, prof, ds)
         progress(0.0, "rasterising the training polygons")
         labels = load_labels(ds, polygons, class_field, layer, val_polygons, val_fraction, train.seed, colors)
         if after:

@@ -10,15 +10,12 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, ogr
 
-from .bundles import load_bundle
-from .classify import check_sensor_overlap
+from .classify import bundle_classifier
 from .errors import EngineError
 from .infer import stream_predictions, torch_model_fn
-from .model.segmenter import SpectralInput
-from .raster import RasterSource, check_writable, open_raster
+from .raster import RasterSource, check_writable
 from .runtime import Runtime
 from .samples import rasterize, read_features, spatial_ref
-from .sensors import SensorProfile, profile_for_raster, warn_dropped
 
 
 def _field_name(name: str) -> str:
@@ -39,15 +36,9 @@ def classify_cells(raster: str, model: str, out: str, cell_size: int | None = No
     check_writable(out_path.parent)
     t0 = time.perf_counter()
     runtime = runtime or Runtime("cpu")
-    ds = open_raster(raster)
-    prof = profile_for_raster(raster, ds, profile, sensor, level)
-    warn_dropped(prof, raster)
-    source = RasterSource(raster, prof, ds)
-    bundle = load_bundle(model)
-    check_sensor_overlap(SensorProfile.from_dict(bundle.meta["profile"]), source, raster)
-    net = runtime.cached(bundle.cache_key, lambda: bundle.build().to(runtime.device))
-    spec = SpectralInput.from_source(source)
-    names, tile = bundle.meta["classes"]["names"], bundle.meta["tile"]
+    source = RasterSource.open(raster, profile, sensor, level)
+    ds = source.ds
+    forward, names, _, tile, facts = bundle_classifier(model, source, raster, runtime)
     K, W, H = len(names), source.width, source.height
 
     if cell_size is not None:
@@ -75,7 +66,7 @@ def classify_cells(raster: str, model: str, out: str, cell_size: int | None = No
         np.add.at(sums, c[keep], scores.reshape(K, -1)[:, keep].T)
         np.add.at(counts, c[keep], 1)
 
-    stream_predictions(source, torch_model_fn(lambda x: net(x, spec).softmax(1), runtime.device), K, on_rows, tile,
+    stream_predictions(source, torch_model_fn(forward, runtime.device), K, on_rows, tile,
                        tile // 4, progress=progress, cancel=cancel)
     probs = sums / np.maximum(counts, 1)[:, None]
     gt = ds.GetGeoTransform()
@@ -127,6 +118,6 @@ def classify_cells(raster: str, model: str, out: str, cell_size: int | None = No
         warnings_out.append(f"{int(empty.sum())} cell(s) hold no valid pixel; their class is empty")
     return {"out": str(out_path), "cells": written, "cells_without_valid_pixels": int(empty.sum()),
             "cells_per_class": {name: int(((top == k) & ~empty).sum()) for k, name in enumerate(names)},
-            "model": str(bundle.path), "device": runtime.device_name,
+            "model": facts["model"], "device": runtime.device_name,
             "method": "mean of the bundle's per-pixel class probabilities within each cell",
             "seconds": round(time.perf_counter() - t0, 2), "warnings": warnings_out}

@@ -27,7 +27,6 @@ from .raster import GeoTiffWriter, RasterSource, check_writable, georef, open_ra
 from .report import atomic_write_text
 from .runtime import Runtime
 from .samples import hex_to_rgb, raster_footprint, spatial_ref
-from .sensors import profile_for_raster, warn_dropped
 from .tiling import TileGrid
 
 NODATA = 255
@@ -117,10 +116,7 @@ def open_pair(before: str, after: str, workdir: Path, profile=None, sensor=None,
     a_path, b_path, facts = pair(before, after, workdir)
     sources = []
     for path, user_path, opts in ((a_path, before, (profile, sensor, level)), (b_path, after, (None, None, None))):
-        ds = gdal.Open(path)
-        src = RasterSource(path, profile_for_raster(user_path, ds, *opts), ds)
-        src.path = user_path  # messages name the user's files, not the VRTs
-        warn_dropped(src.profile, user_path)
+        src = RasterSource.open(user_path, *opts, ds=gdal.Open(path))  # profile from the user's file name
         sources.append(src)
     return sources[0], sources[1], facts
 
@@ -206,11 +202,8 @@ def calibrate(model: ChangeModel, source: PairSource, tile: int, device) -> None
     """Each term's median (the unchanged level, as most pixels do not change) and 99th percentile, over tiles
     spread across the pair."""
     grid = TileGrid(source.width, source.height, tile)
-    cells = [(x0, y0) for y0 in grid.rows for x0 in grid.columns]
-    pick = np.linspace(0, len(cells) - 1, min(len(cells), SCALE_SAMPLE_TILES)).round().astype(int)
     values = [[], []]
-    for i in pick:
-        x, y, w, h = grid.window(*cells[i])
+    for x, y, w, h in grid.spread(SCALE_SAMPLE_TILES):
         v, valid = source.read(x, y, w, h)
         if not valid.any():
             continue

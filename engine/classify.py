@@ -13,14 +13,14 @@ import torch.nn.functional as F
 
 from .bundles import load_bundle
 from .cluster import kmeans, soft_assign
-from .errors import EngineError, SpecAwareWarning
+from .errors import Cancelled, EngineError, SpecAwareWarning
 from .infer import classify_to_geotiffs, torch_model_fn
 from .model.segmenter import SpectralInput
-from .raster import RasterSource, check_writable, open_raster
+from .raster import RasterSource, check_writable
 from .report import write_report
 from .runtime import Runtime
 from .samples import PALETTE, hex_to_rgb
-from .sensors import SensorProfile, profile_for_raster, warn_dropped
+from .sensors import SensorProfile
 from .tiling import TileGrid
 
 CLUSTER_SAMPLE_TILES = 24
@@ -43,7 +43,8 @@ def check_sensor_overlap(trained: SensorProfile, source: RasterSource, raster: s
                       "known areas", SpecAwareWarning, stacklevel=2)
 
 
-def _bundle_classifier(model: str, source: RasterSource, raster: str, runtime: Runtime):
+def bundle_classifier(model: str, source: RasterSource, raster: str, runtime: Runtime):
+    """(probabilities of a tile batch, class names, colours, tile size, facts) for a bundle on this raster."""
     bundle = load_bundle(model)
     check_sensor_overlap(SensorProfile.from_dict(bundle.meta["profile"]), source, raster)
     net = runtime.cached(bundle.cache_key, lambda: bundle.build().to(runtime.device))
@@ -66,19 +67,16 @@ def _cluster_classifier(k: int, source: RasterSource, runtime: Runtime, preset_n
     spec = dataclasses.replace(SpectralInput.from_source(source), gsd=0.0)
     tile = 8 * encoder.cfg.patch_size
     grid = TileGrid(source.width, source.height, tile)
-    cells = [(x0, y0) for y0 in grid.rows for x0 in grid.columns]
-    pick = np.linspace(0, len(cells) - 1, min(len(cells), CLUSTER_SAMPLE_TILES)).round().astype(int)
+    windows = grid.spread(CLUSTER_SAMPLE_TILES)
 
     def token_features(x: torch.Tensor) -> torch.Tensor:
         wl, fw, gsd = spec.tensors(x.shape[0], x.device)
         return encoder.features(x, wl, fw, gsd, spec.sensor, spec.level)[-1]  # [B, E, h, w]
 
     feats = []
-    for n, i in enumerate(pick):
+    for n, (x, y, w, h) in enumerate(windows):
         if cancel and cancel():
-            from .errors import Cancelled
             raise Cancelled("cancelled by the user")
-        x, y, w, h = grid.window(*cells[i])
         values, valid = source.read(x, y, w, h)
         if not valid.any():
             continue
@@ -88,7 +86,7 @@ def _cluster_classifier(k: int, source: RasterSource, runtime: Runtime, preset_n
         token_valid = torch.from_numpy(np.pad(valid, ((0, tile - h), (0, tile - w)))[::k_, ::k_].copy())
         feats.append(f.flatten(1).T[token_valid.flatten().to(f.device)].cpu())
         if progress:
-            progress(0.1 * (n + 1) / len(pick), f"sampling features for k-means: {n + 1}/{len(pick)} tiles")
+            progress(0.1 * (n + 1) / len(windows), f"sampling features for k-means: {n + 1}/{len(windows)} tiles")
     if not feats:
         raise EngineError(f"{source.path} has no valid pixels to cluster")
     centroids = kmeans(torch.cat(feats), k, seed=seed).to(runtime.device)
@@ -129,12 +127,10 @@ def classify(raster: str, out: str, model: str | None = None, clusters: int | No
 def _classify(raster, out, model, clusters, profile, sensor, level, probabilities, preset_name, backbone, seed,
               runtime, progress, cancel) -> dict:
     out_dir = check_writable(out)
-    ds = open_raster(raster)
-    prof = profile_for_raster(raster, ds, profile, sensor, level)
-    warn_dropped(prof, raster)
-    source = RasterSource(raster, prof, ds)
+    source = RasterSource.open(raster, profile, sensor, level)
+    prof = source.profile
     if model is not None:
-        forward, names, colors, tile, facts = _bundle_classifier(model, source, raster, runtime)
+        forward, names, colors, tile, facts = bundle_classifier(model, source, raster, runtime)
     else:
         forward, names, colors, tile, facts = _cluster_classifier(clusters, source, runtime, preset_name, backbone,
                                                                   seed, progress, cancel)

@@ -21,10 +21,9 @@ from .errors import EngineError
 from .model.config import SpecAwareConfig, preset
 from .model.segmenter import PairInput, Segmenter, SpectralInput, build_segmenter
 from .model.weights import ENCODER_PREFIXES, load_checkpoint
-from .raster import RasterSource, open_raster
+from .raster import RasterSource
 from .report import render_html
 from .samples import load_labels
-from .sensors import profile_for_raster, warn_dropped
 from .train import TrainConfig, Trainer
 
 RANDOM = "random"
@@ -110,10 +109,8 @@ def finetune(raster: str, polygons: str, class_field: str, out: str, preset_name
             source = PairSource(source_a, source_b)
             extra = {"task": "change", "profile_after": source_b.profile.to_dict(), "after": str(after)}
         else:
-            ds = open_raster(raster)
-            prof = profile_for_raster(raster, ds, profile, sensor, level)
-            warn_dropped(prof, raster)
-            source = RasterSource(raster, prof, ds)
+            source = RasterSource.open(raster, profile, sensor, level)
+            ds, prof = source.ds, source.profile
         progress(0.0, "rasterising the training polygons")
         labels = load_labels(ds, polygons, class_field, layer, val_polygons, val_fraction, train.seed, colors)
         if after:

@@ -54,6 +54,15 @@ class RasterSource:
         self.width, self.height = self.ds.RasterXSize, self.ds.RasterYSize
         self.nodata = {NODATA_DEFAULT} | ({profile.nodata} if profile.nodata is not None else set())
 
+    @classmethod
+    def open(cls, path: str | Path, profile=None, sensor: str | None = None, level: str | None = None, ds=None):
+        """The raster with its detected (or chosen) sensor profile; warns once about bands it cannot use."""
+        from .sensors import profile_for_raster, warn_dropped
+        ds = ds or open_raster(path)
+        prof = profile_for_raster(path, ds, profile, sensor, level)
+        warn_dropped(prof, path)
+        return cls(path, prof, ds)
+
     @property
     def wavelength(self) -> np.ndarray:
         return np.asarray(self.profile.wavelength_nm, dtype=np.float32)[self.bands]

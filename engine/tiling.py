@@ -46,6 +46,12 @@ class TileGrid:
     def __len__(self) -> int:
         return len(self.columns) * len(self.rows)
 
+    def spread(self, n: int) -> list[tuple[int, int, int, int]]:
+        """Windows (x, y, w, h) of at most n tiles spread evenly over the raster, for sampling statistics."""
+        origins = [(x0, y0) for y0 in self.rows for x0 in self.columns]
+        pick = np.linspace(0, len(origins) - 1, min(len(origins), n)).round().astype(int)
+        return [self.window(*origins[i]) for i in pick]
+
     def window(self, x0: int, y0: int) -> tuple[int, int, int, int]:
         """The part of tile (x0, y0) inside the raster: x, y, w, h."""
         return x0, y0, min(self.tile, self.width - x0), min(self.tile, self.height - y0)

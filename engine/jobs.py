@@ -108,6 +108,37 @@ def models_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
     raise EngineError(f"unknown models action {action!r}: use list, show, delete or rename")
 
 
+@job("profiles")
+def profiles_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
+    """The sensor profiles a user can choose: built-in and custom, by key."""
+    from .sensors import all_profiles
+    return {"profiles": [{"key": k, "name": p.name, "sensor": p.sensor, "level": p.level, "bands": p.n_bands}
+                         for k, p in all_profiles().items()]}
+
+
+@job("inspect-weights")
+def inspect_weights_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
+    """Check that a file is a SpecAware checkpoint and say what it holds (the plugin's weights download)."""
+    from .model.weights import load_checkpoint
+    return load_checkpoint(params["path"]).summary()
+
+
+@job("diagnostics")
+def diagnostics_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
+    """Versions and device for bug reports."""
+    import platform
+    import sys
+
+    import torch
+
+    from . import __version__
+    from .bundles import data_dir
+    return {"engine": __version__, "python": sys.version.split()[0], "executable": sys.executable,
+            "platform": platform.platform(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cuda_available": torch.cuda.is_available(), "gdal": gdal.__version__, "numpy": np.__version__,
+            "device": runtime.device_name if runtime else "CPU", "data_dir": str(data_dir())}
+
+
 def run_job(name: str, params: dict, progress=None, cancel=None, runtime=None) -> tuple[dict, list[str]]:
     """Run a job in-process; returns its result and the user-facing warnings it raised."""
     from .runtime import Runtime

@@ -1,6 +1,9 @@
-"""SpecAware for QGIS: the plugin side (dock, tasks, Processing provider, layer styling).
+"""SpecAware for QGIS: classify, fine-tune and detect change in hyperspectral rasters with a local engine.
 
-It never imports torch; it drives the engine worker process (`python -m engine.worker`) over JSON lines.
-Built so far: `layers.py` (styling results as QGIS layers). The plugin itself (classFactory, the dock, tasks
-and the Processing provider) is not built yet: see the plugin issue.
+The plugin never imports torch; the engine runs in its own process (see `client.py`).
 """
+
+
+def classFactory(iface):  # noqa: N802 - the name QGIS calls
+    from .plugin import SpecAwarePlugin
+    return SpecAwarePlugin(iface)

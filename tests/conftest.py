@@ -27,3 +27,22 @@ def engine_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.fixture(scope="session")
+def qgis_app(tmp_path_factory):
+    """One real QgsApplication (GUI enabled, offscreen) for the plugin tests, with its own settings profile and
+    its own engine data dir, so nothing touches the user's QGIS or models."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from qgis.core import QgsApplication
+    base = tmp_path_factory.mktemp("qgis")
+    os.environ["SPECAWARE_DATA_DIR"] = str(base / "specaware-data")
+    app = QgsApplication([], True, str(base / "profile"))
+    app.initQgis()
+    from specaware_qgis.processing.provider import SpecAwareProvider
+    provider = SpecAwareProvider()
+    QgsApplication.processingRegistry().addProvider(provider)
+    yield app
+    from specaware_qgis.settings import Engine
+    Engine.shared().shutdown()
+    QgsApplication.processingRegistry().removeProvider(provider)

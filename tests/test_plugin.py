@@ -1,0 +1,280 @@
+"""The plugin in a real QgsApplication (offscreen): Processing algorithms end to end through the real engine
+worker, the dock's boxes, tasks, results and bad input, and the weights download against a local server."""
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from conftest import DATA, ROOT, need_shared
+from scenes import NORTH_UP, labelled_raster, read_array, stripe_polygons, write_polygons
+from test_engine_io import WL20, make_tif, spectra
+
+pytestmark = pytest.mark.usefixtures("qgis_app")
+QUICK_TRAIN = {"EPOCHS": 3}
+
+
+def wait_for(done, timeout=300.0, what="the task"):
+    """Let Qt deliver task signals (they arrive on this, the main, thread) until done() is true."""
+    from qgis.PyQt.QtCore import QCoreApplication
+    end = time.monotonic() + timeout
+    while not done():
+        QCoreApplication.processEvents()
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} did not finish in {timeout} s")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory):
+    d = tmp_path_factory.mktemp("stripes")
+    raster, truth = labelled_raster(d / "scene.tif")
+    polygons = write_polygons(d / "train.gpkg", stripe_polygons())
+    return raster, polygons, truth
+
+
+def run_alg(alg_id, params):
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject
+    alg = QgsApplication.processingRegistry().createAlgorithmById(alg_id)
+    assert alg is not None, f"{alg_id} is not registered"
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    feedback = QgsProcessingFeedback()
+    results, ok = alg.run(params, context, feedback)
+    assert ok, f"{alg_id} failed: {feedback.textLog()[-2000:]}"
+    return results, context
+
+
+def test_processing_algorithms_are_registered():
+    from qgis.core import QgsApplication
+    ids = {a.id() for a in QgsApplication.processingRegistry().providerById("specaware").algorithms()}
+    assert ids == {"specaware:classify", "specaware:finetune", "specaware:detectchange", "specaware:classifycells",
+                   "specaware:sensorprofile"}
+
+
+def test_sensor_profile_algorithm_on_a_real_aviris_ng_chip(tmp_path):
+    chip = need_shared(DATA / "aviris_ng_chips" / "ang20150420t182808_corr_v1e_img_4200-4210_70-80.img")
+    results, _ = run_alg("specaware:sensorprofile", {"INPUT": str(chip), "OUTPUT": str(tmp_path / "p.json")})
+    assert results["SENSOR"] == "avng" and results["LEVEL"] == "L2" and results["GSD"] == pytest.approx(1.1, abs=0.05)
+    assert json.loads((tmp_path / "p.json").read_text())["bands"] == gdal.Open(str(chip)).RasterCount
+
+
+def test_finetune_classify_cells_and_change_algorithms_style_their_outputs(stripes, tmp_path):
+    from qgis.core import QgsPalettedRasterRenderer, QgsRasterLayer, QgsVectorLayer
+    raster, polygons, truth = stripes
+    results, _ = run_alg("specaware:finetune", {"INPUT": str(raster), "POLYGONS": str(polygons),
+                                                "CLASS_FIELD": "class", "NAME": "alg-stripes", **QUICK_TRAIN})
+    bundle = Path(results["BUNDLE"])
+    assert (bundle / "weights.pt").is_file() and Path(results["REPORT"]).is_file()
+
+    results, context = run_alg("specaware:classify", {"INPUT": str(raster), "MODEL": "alg-stripes",
+                                                      "OUTPUT": str(tmp_path / "map")})
+    assert (read_array(results["CLASSES"]) == truth).mean() > 0.8
+    loaded = {Path(p).name for p in context.layersToLoadOnCompletion()}
+    assert loaded == {"classes.tif", "confidence.tif"}
+    layer = QgsRasterLayer(results["CLASSES"], "classes")  # picks up the .qml saved beside the file
+    assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in layer.renderer().classes()] == ["grass", "sand", "water"]
+    assert layer.renderer().classes()[0].color.name() == "#4e79a7"
+
+    results, _ = run_alg("specaware:classifycells", {"INPUT": str(raster), "MODEL": "alg-stripes", "CELL_SIZE": 16,
+                                                     "OUTPUT": str(tmp_path / "cells.gpkg")})
+    cells = QgsVectorLayer(results["OUTPUT"], "cells", "ogr")
+    assert cells.featureCount() == 9
+
+    after = tmp_path / "after.tif"
+    cube = gdal.Open(str(raster)).ReadAsArray()
+    cube[:, 10:30, 10:30] = cube[:, 10:30, 40:41]  # a block of sand where grass and water were
+    make_tif(after, cube, gt=gdal.Open(str(raster)).GetGeoTransform(), wavelengths=list(np.linspace(420, 2400, 20)))
+    results, context = run_alg("specaware:detectchange", {"BEFORE": str(raster), "AFTER": str(after),
+                                                          "OUTPUT": str(tmp_path / "change")})
+    change = read_array(results["CHANGE"])
+    assert change[12:28, 12:28].mean() > 0.8 and change[35:, :].mean() < 0.2
+    assert results["CHANGED_HA"] > 0
+    polys = QgsVectorLayer(results["POLYGONS"], "p", "ogr")
+    assert polys.featureCount() >= 1 and "area_m2" in polys.fields().names()
+    styled = QgsRasterLayer(results["CHANGE"], "change")
+    assert [c.color.name() for c in styled.renderer().classes()] == ["#bdbdbd", "#e31a1c"]
+
+
+def test_algorithm_error_is_the_engines_sentence(stripes, tmp_path):
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
+    alg = QgsApplication.processingRegistry().createAlgorithmById("specaware:classify")
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    _, ok = alg.run({"INPUT": str(stripes[0]), "MODEL": "no-such-model", "OUTPUT": str(tmp_path / "x")}, context,
+                    feedback)
+    assert not ok and "no-such-model" in feedback.textLog()
+
+
+# --- the dock -------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def dock():
+    from qgis.core import QgsProject
+    from qgis.gui import QgsMessageBar
+    from specaware_qgis.dock import SpecAwareDock
+    QgsProject.instance().clear()
+    bar = QgsMessageBar()
+    d = SpecAwareDock(bar)
+    wait_for(lambda: not d.tasks, what="the engine check")
+    yield d
+    d.cleanup()
+    wait_for(lambda: not d.tasks, what="cancelled tasks")
+    QgsProject.instance().clear()
+
+
+def messages(d) -> str:
+    return " | ".join(item.text() for item in d.bar.items())
+
+
+def add_layers(raster, polygons=None):
+    from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+    r = QgsRasterLayer(str(raster), Path(raster).stem)
+    assert r.isValid()
+    QgsProject.instance().addMapLayer(r)
+    v = None
+    if polygons:
+        v = QgsVectorLayer(str(polygons), "training", "ogr")
+        QgsProject.instance().addMapLayer(v)
+    return r, v
+
+
+def test_dock_fills_its_boxes_from_the_project(dock, stripes):
+    raster, polygons, _ = stripes
+    assert "Engine:" in dock.status_label.text() and "CPU" in dock.status_label.text()
+    assert dock.model_box.findData("__clusters__") >= 0
+    assert dock.profile_box.findData("aviris_ng") >= 0
+    r, v = add_layers(raster, polygons)
+    dock.raster_box.setLayer(r)
+    dock.polygons_box.setLayer(v)
+    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
+    assert dock.profile_label.info["bands"] == 20 and "420–2400 nm" in dock.profile_label.text()
+    assert [dock.field_box.itemText(i) for i in range(dock.field_box.count())][-2:] == ["class", "note"]
+
+
+def test_dock_finetune_then_classify_adds_a_styled_group(dock, stripes, tmp_path):
+    from qgis.core import QgsPalettedRasterRenderer, QgsProject
+    raster, polygons, truth = stripes
+    r, v = add_layers(raster, polygons)
+    dock.raster_box.setLayer(r)
+    dock.polygons_box.setLayer(v)
+    dock.field_box.setField("class")
+    dock.name_edit.setText("dock-stripes")
+    dock.epochs_spin.setValue(3)
+    dock.out_widget.setFilePath(str(tmp_path / "out"))
+    task = dock.finetune()
+    assert task is not None
+    wait_for(lambda: task not in dock.tasks, what="fine-tune")
+    assert task.error is None, task.error
+    assert dock.model_box.currentText().startswith("dock-stripes (3 classes")
+    task = dock.classify()
+    wait_for(lambda: task not in dock.tasks, what="classify")
+    assert task.error is None, task.error
+    group = QgsProject.instance().layerTreeRoot().children()[0]
+    assert group.name().startswith("SpecAware classes — scene")
+    classes = group.children()[0].layer()
+    assert isinstance(classes.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in classes.renderer().classes()] == ["grass", "sand", "water"]
+    assert (read_array(classes.source()) == truth).mean() > 0.8
+    assert Path(classes.source()).with_suffix(".qml").is_file()
+    assert "Classified scene" in messages(dock)
+
+
+def test_no_raster_chosen(dock):
+    assert dock.classify() is None and dock.finetune() is None
+    assert "no raster to classify chosen" in messages(dock)
+
+
+def test_raster_without_wavelengths_asks_for_a_profile(dock, tmp_path):
+    bare = make_tif(tmp_path / "bare.tif", np.ones((7, 8, 8), np.float32))
+    r, _ = add_layers(bare)
+    dock.raster_box.setLayer(r)
+    wait_for(lambda: dock.profile_label.problem is not None, what="the sensor check")
+    assert "choose a sensor profile" in dock.profile_label.problem
+    assert dock.classify() is None and "choose a sensor profile" in messages(dock)
+
+
+def test_empty_class_field_names_the_field_and_layer(dock, stripes, tmp_path):
+    raster = stripes[0]
+    empty = write_polygons(tmp_path / "empty.gpkg", [(None, p) for _, p in stripe_polygons()])
+    r, v = add_layers(raster, empty)
+    dock.raster_box.setLayer(r)
+    dock.polygons_box.setLayer(v)
+    dock.field_box.setField("class")
+    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
+    assert dock.finetune() is None
+    assert "the class field 'class' of layer 'training' is empty" in messages(dock)
+
+
+def test_unwritable_output_folder(dock, stripes, tmp_path):
+    r, _ = add_layers(stripes[0])
+    dock.raster_box.setLayer(r)
+    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    dock.out_widget.setFilePath(str(blocker / "results"))
+    dock.model_box.setCurrentIndex(dock.model_box.findData("__clusters__"))
+    assert dock.classify() is None
+    assert f"cannot write to the output folder {blocker / 'results'}" in messages(dock)
+
+
+def test_failed_job_goes_to_the_message_bar(dock, stripes, tmp_path):
+    r, _ = add_layers(stripes[0])
+    dock.raster_box.setLayer(r)
+    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
+    dock.out_widget.setFilePath(str(tmp_path / "out"))
+    dock.model_box.addItem("gone", str(tmp_path / "deleted-bundle"))
+    dock.model_box.setCurrentIndex(dock.model_box.count() - 1)
+    task = dock.classify()
+    wait_for(lambda: task not in dock.tasks, what="classify")
+    assert task.error is not None and "failed" in messages(dock) and "deleted-bundle" in messages(dock)
+    assert not any((tmp_path / "out").iterdir()), "a failed run leaves no folder behind"
+
+
+def test_second_job_is_queued_and_cancel_leaves_no_output(dock, tmp_path):
+    big = make_tif(tmp_path / "big.tif", spectra(20, 512, 512), gt=NORTH_UP, wavelengths=WL20)
+    r, _ = add_layers(big)
+    dock.raster_box.setLayer(r)
+    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
+    dock.out_widget.setFilePath(str(tmp_path / "out"))
+    dock.model_box.setCurrentIndex(dock.model_box.findData("__clusters__"))
+    first = dock.classify()
+    second = dock.classify()
+    assert "is queued: the engine runs one job at a time" in messages(dock)
+    wait_for(lambda: first.progress() > 0 or first not in dock.tasks, what="the first job to start")
+    dock.cancel()
+    wait_for(lambda: first not in dock.tasks and second not in dock.tasks, what="cancel")
+    assert first.error is not None and first.error.cancelled
+    assert second.error is not None and second.error.cancelled
+    left = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert left == [], f"cancelled runs left {left}"
+
+
+def test_no_engine_environment_gives_guidance(tmp_path):
+    """Under Debian's own Python (no torch), with no configured or created environment."""
+    code = ("from specaware_qgis.environment import find_engine; e = find_engine(); "
+            "print(e.ok); print(e.message)")
+    out = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "SPECAWARE_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    ok, message = out.stdout.strip().split("\n", 1)
+    assert ok == "False"
+    assert "No Python with PyTorch was found" in message and "Create engine environment" in message
+    assert "Traceback" not in message
+
+
+def test_dock_without_engine_shows_guidance_not_a_traceback():
+    from qgis.gui import QgsMessageBar
+    from specaware_qgis.dock import SpecAwareDock
+    from specaware_qgis.environment import EngineEnvironment
+    from specaware_qgis.settings import Engine
+    engine = Engine(search=lambda configured: EngineEnvironment(None, "none", "No Python with PyTorch was found "
+                                                                "for the SpecAware engine (test)."))
+    d = SpecAwareDock(QgsMessageBar(), engine=engine)
+    wait_for(lambda: not d.tasks, what="the engine check")
+    assert "No Python with PyTorch was found" in d.status_label.text()
+    assert not d.create_env_button.isHidden()

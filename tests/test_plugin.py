@@ -278,3 +278,108 @@ def test_dock_without_engine_shows_guidance_not_a_traceback():
     wait_for(lambda: not d.tasks, what="the engine check")
     assert "No Python with PyTorch was found" in d.status_label.text()
     assert not d.create_env_button.isHidden()
+
+
+# --- official weights -------------------------------------------------------------------------------------------
+
+class RangeServer:
+    """A local HTTP server for one file that honours Range and can drop the first transfer half way."""
+
+    def __init__(self, path: Path, drop_first_at: int | None = None):
+        import http.server
+        import threading
+        data, self.ranges = path.read_bytes(), []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                start = 0
+                rng = self.headers.get("Range")
+                server.ranges.append(rng)
+                if rng:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                end = len(data)
+                if server.drop_first_at is not None:
+                    end, server.drop_first_at = server.drop_first_at, None
+                self.wfile.write(data[start:end])
+
+            def log_message(self, *args):
+                pass
+
+        self.drop_first_at = drop_first_at
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/ckpt/SpecAware_Base_model.pth"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def base_shaped_file(tmp_path_factory):
+    """The official SpecAware-Base MAE names and shapes (fp16 zeros keep the file at 236 MB)."""
+    import torch
+    shapes = json.loads(need_shared(ROOT.parent / "shared" / "reference" /
+                                    "specaware_base_mae_state_dict_shapes.json").read_text())
+    path = tmp_path_factory.mktemp("served") / "SpecAware_Base_model.pth"
+    torch.save({k: torch.zeros(v, dtype=torch.float16) for k, v in shapes.items()}, path)
+    return path
+
+
+def test_weights_download_resumes_an_interrupted_transfer_and_is_checked(base_shaped_file, tmp_path):
+    from qgis.gui import QgsMessageBar
+    from specaware_qgis import settings
+    from specaware_qgis.dock import SpecAwareDock
+    size = base_shaped_file.stat().st_size
+    server = RangeServer(base_shaped_file, drop_first_at=size // 3)
+    try:
+        d = SpecAwareDock(QgsMessageBar())
+        d.url_edit.setText(server.url)
+        task = d.get_weights()
+        wait_for(lambda: task not in d.tasks, what="the download")
+    finally:
+        server.close()
+    assert task.error is None, task.error
+    assert server.ranges == [None, f"bytes={size // 3}-"], "the second request resumes where the first stopped"
+    got = Path(task.path)
+    assert got.read_bytes() == base_shaped_file.read_bytes() and not got.with_name(got.name + ".part").exists()
+    assert task.summary["embed_dim"] == 768 and task.summary["depth"] == 12
+    assert settings.get("checkpoint") == str(got) and d.checkpoint_widget.filePath() == str(got)
+    assert "SpecAware weights ready" in messages(d)
+    settings.put("checkpoint", "")
+
+
+def test_cancelled_download_keeps_the_part_for_a_later_resume(base_shaped_file, tmp_path):
+    from specaware_qgis.weights import DownloadError, download
+    server = RangeServer(base_shaped_file)
+    dest = tmp_path / "w.pth"
+    seen = []
+    try:
+        with pytest.raises(DownloadError, match="cancelled"):
+            download(server.url, dest, lambda f, m: seen.append(f), lambda: len(seen) >= 5)
+        part = dest.with_name("w.pth.part")
+        assert part.stat().st_size == 5 * (1 << 20) and not dest.exists()
+        download(server.url, dest, lambda f, m: None, lambda: False)
+    finally:
+        server.close()
+    assert server.ranges == [None, f"bytes={5 * (1 << 20)}-"]
+    assert dest.stat().st_size == base_shaped_file.stat().st_size
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
+    from qgis.gui import QgsMessageBar
+    from specaware_qgis import settings
+    from specaware_qgis.dock import SpecAwareDock
+    bogus = tmp_path / "notes.pth"
+    bogus.write_bytes(b"not a checkpoint")
+    d = SpecAwareDock(QgsMessageBar())
+    task = d.use_weights(str(bogus))
+    wait_for(lambda: task not in d.tasks, what="the check")
+    assert task.error and "notes.pth" in task.error and settings.get("checkpoint") == ""

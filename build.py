@@ -12,13 +12,17 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 VENV_PY = VENV / "bin" / "python"
-APT_PACKAGES = ["python3-qgis", "qgis-providers", "gdal-bin", "python3-gdal", "python3-venv", "xvfb",
-                "python3-scipy"]  # scipy: the tests read the MATLAB fixtures of ../shared/data
+APT_PACKAGES = ["python3-qgis", "qgis-providers", "gdal-bin", "python3-gdal", "python3-venv", "python3-scipy",
+                "qgis", "xvfb", "imagemagick", "xauth"]
+# scipy: the tests read the MATLAB fixtures of ../shared/data; qgis (the desktop app and qgis_process), Xvfb and
+# imagemagick's `import`: the end-to-end tests run the real QGIS and take a screenshot
 REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
 NODEPS_REQUIREMENTS = ROOT / "requirements-nodeps.txt"
 ALL_REQUIREMENTS = [*REQUIREMENTS, NODEPS_REQUIREMENTS]
@@ -137,6 +141,73 @@ def cmd_bench(args) -> int:
     return run([VENV_PY, script, *args.bench_args], cwd=ROOT, env=venv_env())
 
 
+PLUGIN = "specaware_qgis"
+PACKAGED = [(ROOT / PLUGIN, PLUGIN), (ROOT / "engine", f"{PLUGIN}/engine"), (ROOT / "resources", f"{PLUGIN}/resources"),
+            (ROOT / "metadata.txt", f"{PLUGIN}/metadata.txt"), (ROOT / "LICENSE", f"{PLUGIN}/LICENSE")]
+SKIPPED_PARTS = {"__pycache__", "tests", "test", ".pytest_cache"}
+SKIPPED_SUFFIXES = {".pyc", ".pyo", ".pth", ".pt", ".npz", ".tif", ".gpkg", ".zip"}
+
+
+def plugin_version() -> str:
+    for line in (ROOT / "metadata.txt").read_text().splitlines():
+        if line.startswith("version="):
+            return line.split("=", 1)[1].strip()
+    raise SystemExit("metadata.txt has no version= line")
+
+
+def plugin_files():
+    """(source file, path inside the zip) for everything the plugin ships: no caches, tests, data or weights."""
+    for src, arc in PACKAGED:
+        files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+        for f in files:
+            rel = f.relative_to(src) if src.is_dir() else Path()
+            if SKIPPED_PARTS & set(rel.parts) or f.suffix in SKIPPED_SUFFIXES:
+                continue
+            yield f, f"{arc}/{rel.as_posix()}" if src.is_dir() else arc
+
+
+def cmd_package(_args=None) -> Path:
+    """dist/specaware_qgis-<version>.zip: one top-level folder holding the plugin, the engine and resources."""
+    out = ROOT / "dist" / f"{PLUGIN}-{plugin_version()}.zip"
+    out.parent.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".zip.part")
+    os.close(fd)
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for f, arc in plugin_files():
+            z.write(f, arc)
+    os.replace(tmp, out)
+    say(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return out
+
+
+def qgis_profiles_dir() -> Path:
+    if sys.platform == "win32":
+        return Path(os.environ["APPDATA"]) / "QGIS" / "QGIS3" / "profiles"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "QGIS" / "QGIS3" / "profiles"
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "QGIS" / "QGIS3" / "profiles"
+
+
+def cmd_deploy(args) -> int:
+    """Unpack the package into a QGIS profile's plugin folder, replacing an older copy in one rename."""
+    package = cmd_package()
+    plugins = Path(args.profiles_dir or qgis_profiles_dir()) / args.profile / "python" / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=plugins, prefix=".specaware-deploy-"))
+    with zipfile.ZipFile(package) as z:
+        z.extractall(staging)
+    target = plugins / PLUGIN
+    old = plugins / f".{PLUGIN}-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    (staging / PLUGIN).rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    say(f"installed into {target}; enable 'SpecAware' in QGIS under Plugins > Manage and Install Plugins")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="build.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -152,6 +223,12 @@ def main() -> int:
     s.add_argument("name")
     s.add_argument("bench_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_bench)
+    sub.add_parser("package", help="write dist/specaware_qgis-<version>.zip").set_defaults(
+        func=lambda a: cmd_package(a) and 0)
+    s = sub.add_parser("deploy", help="install the plugin into a QGIS profile")
+    s.add_argument("--profile", default="default")
+    s.add_argument("--profiles-dir", help="QGIS profiles folder (default: the user's QGIS3 profiles)")
+    s.set_defaults(func=cmd_deploy)
     args = p.parse_args()
     return args.func(args)
 

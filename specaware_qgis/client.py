@@ -190,12 +190,12 @@ class EngineClient:
 
 
 def default_python() -> str:
-    """The interpreter of this process when it is a Python; inside QGIS, the Python that QGIS embeds."""
-    exe = Path(sys.executable)
-    if exe.name.lower().startswith("python"):
-        return str(exe)
-    for cand in (Path(sys.exec_prefix) / "python.exe", Path(sys.exec_prefix) / "bin" / "python3",
-                 Path("/usr/bin/python3")):
-        if cand.exists():
+    """The Python this process runs on. Inside QGIS `sys.executable` may name QGIS or another Python on PATH,
+    so the interpreter beside the running standard library comes first."""
+    prefix = Path(sys.exec_prefix)
+    v = sys.version_info
+    for cand in (prefix / "bin" / f"python{v.major}.{v.minor}", prefix / "bin" / "python3", prefix / "python.exe",
+                 Path(sys.executable)):
+        if cand.is_file():
             return str(cand)
     return "python3"

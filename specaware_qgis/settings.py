@@ -1,6 +1,7 @@
 """The plugin's settings (QGIS settings under `specaware/`) and the shared engine client built from them."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from qgis.core import QgsSettings
@@ -13,7 +14,8 @@ KEYS = {"engine_python": "", "device": "auto", "checkpoint": "", "weights_url": 
 
 
 def get(key: str) -> str:
-    return str(QgsSettings().value(f"specaware/{key}", KEYS[key]) or "")
+    """A setting; `SPECAWARE_<KEY>` in the environment wins (headless qgis_process runs, servers)."""
+    return os.environ.get(f"SPECAWARE_{key.upper()}") or str(QgsSettings().value(f"specaware/{key}", KEYS[key]) or "")
 
 
 def put(key: str, value) -> None:

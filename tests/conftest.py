@@ -46,3 +46,13 @@ def qgis_app(tmp_path_factory):
     from specaware_qgis.settings import Engine
     Engine.shared().shutdown()
     QgsApplication.processingRegistry().removeProvider(provider)
+
+
+def system_qgis_env(**extra) -> dict:
+    """Environment for Debian's QGIS executables: no PYTHONPATH, and no other Python's bin folder on PATH (a
+    pyenv `python3` ahead of /usr/bin makes QGIS's embedded Python look for its library in the wrong place)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PYENV")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if ".pyenv" not in p and ".venv" not in p)
+    env["QT_QPA_PLATFORM"] = env.get("QT_QPA_PLATFORM", "offscreen")
+    return {**env, **{k: str(v) for k, v in extra.items()}}

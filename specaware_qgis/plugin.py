@@ -13,6 +13,7 @@ from .settings import Engine
 
 MENU = "&SpecAware"
 ICON = Path(__file__).with_name("icon.svg")
+DOCK_WIDTH = 440  # px: wide enough for the form's labels and boxes
 
 
 class SpecAwarePlugin:
@@ -44,6 +45,7 @@ class SpecAwarePlugin:
             self.dock = SpecAwareDock(self.iface.messageBar(), parent=self.iface.mainWindow())
             self.dock.visibilityChanged.connect(self.action.setChecked)
             self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.iface.mainWindow().resizeDocks([self.dock], [DOCK_WIDTH], Qt.Horizontal)
         self.dock.setUserVisible(checked)
 
     def unload(self) -> None:

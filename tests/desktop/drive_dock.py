@@ -1,0 +1,156 @@
+"""Runs inside the real QGIS desktop app (`qgis --code`): drives the SpecAware dock like an analyst would.
+
+Fine-tune on the project's polygons, classify the scene, check the styled result, then wait for the test to
+take its screenshot, unload the plugin, check it left nothing behind, and quit. Progress goes to the JSON
+file named by SPECAWARE_E2E_STATUS.
+"""
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProject
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QAction, QDockWidget
+from qgis.utils import iface, plugins, unloadPlugin
+
+STATUS = Path(os.environ["SPECAWARE_E2E_STATUS"])
+SHOT_TAKEN = STATUS.with_name("screenshot.done")
+state = {"stage": "started", "log": []}
+handles = {}  # live objects, kept out of the JSON status
+steps = []
+
+
+def report(stage: str, **facts) -> None:
+    state.update(facts, stage=stage)
+    state["log"].append(f"{time.strftime('%H:%M:%S')} {stage}")
+    tmp = STATUS.with_suffix(".part")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(STATUS)
+
+
+def layer(name):
+    found = QgsProject.instance().mapLayersByName(name)
+    if not found:
+        raise RuntimeError(f"the project has no layer {name!r}")
+    return found[0]
+
+
+def click(button) -> None:
+    QTest.mouseClick(button, Qt.LeftButton)
+
+
+def open_dock():
+    iface.mainWindow().setGeometry(0, 0, 1600, 1000)  # Xvfb has no window manager to maximise it
+    plugin = plugins["specaware_qgis"]
+    plugin.action.trigger()  # the toolbar button
+    handles["plugin"] = plugin
+    report("dock open")
+    return True
+
+
+def dock():
+    return handles["plugin"].dock
+
+
+def engine_ready():
+    d = dock()
+    if d.tasks:
+        return False
+    d.raster_box.setLayer(layer("scene"))
+    d.polygons_box.setLayer(layer("training polygons"))
+    report("engine ready", status=d.status_label.text())
+    return True
+
+
+def start_finetune():
+    d = dock()
+    if d.profile_label.info is None:
+        if d.profile_label.problem:
+            raise RuntimeError(d.profile_label.problem)
+        return False
+    d.field_box.setField("class")
+    d.name_edit.setText("e2e-demo")
+    d.epochs_spin.setValue(int(os.environ.get("SPECAWARE_E2E_EPOCHS", "5")))
+    d.out_widget.setFilePath(os.environ["SPECAWARE_E2E_OUT"])
+    click(d.finetune_button)
+    if not d.tasks:
+        raise RuntimeError("Fine-tune started nothing: " + " | ".join(i.text() for i in iface.messageBar().items()))
+    report("fine-tuning", sensor=d.profile_label.text())
+    return True
+
+
+def start_classify():
+    d = dock()
+    if d.tasks:
+        return False
+    if not d.model_box.currentText().startswith("e2e-demo"):
+        raise RuntimeError(f"the new model is not selected: {d.model_box.currentText()!r}; messages: "
+                           + " | ".join(i.text() for i in iface.messageBar().items()))
+    click(d.classify_button)
+    report("classifying", model=d.model_box.currentText())
+    return True
+
+
+def check_result():
+    d = dock()
+    if d.tasks:
+        return False
+    group = QgsProject.instance().layerTreeRoot().children()[0]
+    classes = group.children()[0].layer()
+    renderer = classes.renderer()
+    if not isinstance(renderer, QgsPalettedRasterRenderer):
+        raise RuntimeError(f"the class layer has a {renderer.type()} renderer")
+    iface.setActiveLayer(classes)
+    iface.mapCanvas().setExtent(classes.extent())
+    iface.mapCanvas().refresh()
+    report("ready for screenshot", group=group.name(), layer=classes.name(), source=classes.source(),
+           classes=[[c.value, c.label, c.color.name()] for c in renderer.classes()],
+           messages=[i.text() for i in iface.messageBar().items()])
+    return True
+
+
+def unload():
+    if not SHOT_TAKEN.exists():
+        return False
+    unloadPlugin("specaware_qgis")
+    report("unloading")
+    return True
+
+
+def check_unloaded():
+    """One tick later, so that deleteLater has run: no action, dock or provider may remain."""
+    window = iface.mainWindow()
+    actions = [a.text() for a in window.findChildren(QAction) if a.objectName() == "SpecAwareAction"]
+    docks = [w.objectName() for w in window.findChildren(QDockWidget) if w.objectName() == "SpecAwareDock"]
+    menus = [a.text() for a in iface.rasterMenu().actions() if "SpecAware" in a.text()]
+    provider = QgsApplication.processingRegistry().providerById("specaware")
+    report("unloaded", leftovers={"actions": actions, "docks": docks, "menus": menus, "provider": provider is not None})
+    return True
+
+
+def quit_qgis():
+    QgsProject.instance().setDirty(False)  # no "save the project?" question
+    QTimer.singleShot(500, lambda: QgsApplication.exit(0))
+
+
+def tick():
+    try:
+        if steps and steps[0]():
+            steps.pop(0)
+        if not steps:
+            report("done")
+            quit_qgis()
+            return
+    except Exception:  # noqa: BLE001 - the test reads the failure from the status file
+        report("failed", error=traceback.format_exc())
+        quit_qgis()
+        return
+    QTimer.singleShot(500, tick)
+
+
+steps.extend([open_dock, engine_ready, start_finetune, start_classify, check_result, unload, check_unloaded])
+report("script loaded")
+QTimer.singleShot(1000, tick)

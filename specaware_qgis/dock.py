@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from qgis.core import (Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsTask,
-                       QgsVectorFileWriter)
+                       QgsVectorFileWriter, QgsVectorLayer)
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, QUrl
 from qgis.PyQt.QtGui import QDesktopServices
@@ -605,11 +605,12 @@ class SpecAwareDock(QgsDockWidget):
                                                   "GeoPackage (*.gpkg);;ESRI Shapefile (*.shp);;GeoJSON (*.geojson)")
             if not path:
                 return None
-        layer = layers.change_polygons_layer(src)
+        layer = QgsVectorLayer(str(src), "change polygons", "ogr")  # already styled; the project holds it open
         opts = QgsVectorFileWriter.SaveVectorOptions()
         opts.driverName = QgsVectorFileWriter.driverForExtension(Path(path).suffix) or "GPKG"
         tmp = Path(path).with_name(f".part-{Path(path).name}")
-        err = QgsVectorFileWriter.writeAsVectorFormatV2(layer, str(tmp), self.project.transformContext(), opts)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        err = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(tmp), self.project.transformContext(), opts)
         if err[0] != QgsVectorFileWriter.NoError:
             self.say(f"could not write {path}: {err[1]}", Qgis.Critical)
             return None

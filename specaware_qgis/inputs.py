@@ -55,7 +55,7 @@ def vector_source(layer: QgsVectorLayer | None, what: str = "polygon layer") -> 
     opts = QgsVectorFileWriter.SaveVectorOptions()
     opts.driverName = "GPKG"
     opts.layerName = "layer"
-    err = QgsVectorFileWriter.writeAsVectorFormatV2(layer, str(out), QgsProject.instance().transformContext(),
+    err = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(out), QgsProject.instance().transformContext(),
                                                     opts)
     if err[0] != QgsVectorFileWriter.NoError:
         raise InputError(f"layer {layer.name()!r} could not be saved for the engine ({err[1]}); save it to a "

@@ -383,3 +383,93 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     task = d.use_weights(str(bogus))
     wait_for(lambda: task not in d.tasks, what="the check")
     assert task.error and "notes.pth" in task.error and settings.get("checkpoint") == ""
+
+
+def test_dock_change_from_to_and_export(dock, stripes, tmp_path):
+    from qgis.core import QgsProject, QgsVectorLayer
+    raster, polygons, _ = stripes
+    run_alg("specaware:finetune", {"INPUT": str(raster), "POLYGONS": str(polygons), "CLASS_FIELD": "class",
+                                   "NAME": "fromto-stripes", **QUICK_TRAIN})
+    after = tmp_path / "after.tif"
+    cube = gdal.Open(str(raster)).ReadAsArray()
+    cube[:, 10:30, 4:14] = cube[:, 10:30, 40:41]  # water → sand
+    make_tif(after, cube, gt=NORTH_UP, wavelengths=WL20)
+    before_layer, _ = add_layers(raster)
+    after_layer, _ = add_layers(after)
+    dock.refresh_engine()
+    wait_for(lambda: not dock.tasks, what="the model list")
+    dock.before_box.setLayer(before_layer)
+    dock.after_box.setLayer(after_layer)
+    dock.mode_box.setCurrentIndex(dock.mode_box.findData("fromto"))
+    from qgis.PyQt.QtCore import Qt
+    dock.fromto_model_box.setCurrentIndex(dock.fromto_model_box.findText("fromto-stripes", Qt.MatchStartsWith))
+    dock.out_widget.setFilePath(str(tmp_path / "out"))
+    wait_for(lambda: dock.before_label.info and dock.after_label.info, what="the sensor checks")
+    task = dock.detect_changes()
+    wait_for(lambda: task not in dock.tasks, what="change detection")
+    assert task.error is None, task.error
+    r = task.result
+    assert any(k.startswith("water → sand") for k in r["transitions_ha"])
+    group = QgsProject.instance().layerTreeRoot().children()[0]
+    assert [c.layer().name() for c in group.children()] == ["change polygons", "change", "from → to",
+                                                             "change magnitude"]
+    shp = dock.export_change_polygons(str(tmp_path / "export" / "changes.shp"))
+    exported = QgsVectorLayer(shp, "exported", "ogr")
+    assert exported.isValid() and exported.featureCount() == r["polygons"]["count"] > 0
+    assert {"area_m2", "from_class", "to_class"} <= set(exported.fields().names())
+    assert not list((tmp_path / "export").glob(".part-*"))
+
+
+def test_diagnostics_copies_versions(dock):
+    from qgis.PyQt.QtWidgets import QApplication
+    task = dock.diagnostics()
+    wait_for(lambda: task not in dock.tasks, what="diagnostics")
+    text = json.loads(QApplication.clipboard().text())
+    assert text["qgis"].startswith("3.") and text["torch"].startswith("2.") and text["engine"]
+    assert "cuda_available" in text and text["gdal (QGIS)"]
+
+
+def test_a_dead_worker_fails_its_job_and_is_restarted_for_the_next(stripes):
+    import threading
+    from specaware_qgis.client import EngineClient, EngineJobError
+    client = EngineClient(__import__("sys").executable, "cpu")
+    client.start()
+    first_pid = client.proc.pid
+    killer = threading.Timer(1.0, client.proc.kill)
+    killer.start()
+    with pytest.raises(EngineJobError, match="engine process stopped"):
+        client.run("classify", {"raster": str(stripes[0]), "out": "/nonexistent-dir-never-written",
+                                "clusters": 3, "preset": "base"})  # long enough to be killed mid-job
+    result, _ = client.run("info", {"raster": str(stripes[0])})
+    assert result["bands"] == 20 and client.proc.pid != first_pid
+    client.stop()
+
+
+def test_dock_supervised_change_trains_a_change_model_then_maps_it(dock, stripes, tmp_path):
+    from scenes import rect
+    raster = stripes[0]
+    after = tmp_path / "after.tif"
+    cube = gdal.Open(str(raster)).ReadAsArray()
+    cube[:, 8:40, 4:14] = cube[:, 8:40, 40:41]  # water → sand
+    make_tif(after, cube, gt=NORTH_UP, wavelengths=WL20)
+    samples = write_polygons(tmp_path / "samples.gpkg", [
+        ("change", rect(5, 10, 12, 18)), ("change", rect(5, 28, 12, 36)),
+        ("no change", rect(20, 5, 30, 15)), ("no change", rect(36, 30, 46, 40)), ("no change", rect(4, 42, 12, 47))])
+    before_layer, samples_layer = add_layers(raster, samples)
+    after_layer, _ = add_layers(after)
+    dock.before_box.setLayer(before_layer)
+    dock.after_box.setLayer(after_layer)
+    dock.mode_box.setCurrentIndex(dock.mode_box.findData("supervised"))
+    dock.change_polygons_box.setLayer(samples_layer)
+    dock.change_field_box.setField("class")
+    dock.epochs_spin.setValue(3)
+    dock.out_widget.setFilePath(str(tmp_path / "out"))
+    wait_for(lambda: dock.before_label.info and dock.after_label.info, what="the sensor checks")
+    task = dock.detect_changes()
+    wait_for(lambda: task not in dock.tasks, what="supervised change")
+    assert task.error is None, task.error
+    trained, mapped = task.results
+    assert Path(trained["bundle"]).name.startswith("change-change-after")
+    assert mapped["measure"].startswith("change model") or "probab" in mapped["measure"]
+    change = read_array(mapped["outputs"][0])
+    assert change[12:36, 6:12].mean() > 0.7 and change[:, 20:].mean() < 0.2

@@ -364,9 +364,9 @@ class SpecAwareDock(QgsDockWidget):
     def start(self, description: str, steps, on_success, quiet: bool = False, folder: Path | None = None,
               on_error=None) -> EngineTask:
         """Queue an engine task; the engine runs one job at a time, so a second task waits its turn, visibly."""
-        busy = [t.description() for t in self.tasks if not getattr(t, "quiet", False)]
-        task = EngineTask(description, steps, lambda t: self._done(t, on_success, on_error), self.engine)
-        task.quiet, task.folder = quiet, folder
+        busy = [t.description() for t in self._visible()]
+        task = EngineTask(description, steps, lambda t: self._done(t, on_success, on_error), self.engine, quiet,
+                          folder)
         task.message.connect(lambda text, t=task: self._progress(t, text))
         task.progressChanged.connect(lambda v, t=task: self._progress(t))
         self.tasks.append(task)
@@ -381,14 +381,18 @@ class SpecAwareDock(QgsDockWidget):
         return task
 
     def _progress(self, task: EngineTask, text: str | None = None) -> None:
-        if getattr(task, "quiet", False) or task is not self._current():
+        if task is not self._current():
             return
         self.progress.setValue(int(task.progress()))
         if text:
             self.status_label.setText(f"{task.description()}: {text}")
 
+    def _visible(self) -> list[EngineTask]:
+        """The engine jobs the user started, oldest first (not the quiet checks, downloads or installs)."""
+        return [t for t in self.tasks if isinstance(t, EngineTask) and not t.quiet]
+
     def _current(self) -> EngineTask | None:
-        return next((t for t in self.tasks if not getattr(t, "quiet", False)), None)
+        return next(iter(self._visible()), None)
 
     def _done(self, task: EngineTask, on_success, on_error=None) -> None:
         if task in self.tasks:
@@ -401,9 +405,8 @@ class SpecAwareDock(QgsDockWidget):
             for w in task.warnings:
                 self.say(w, Qgis.Warning)
         else:
-            folder = getattr(task, "folder", None)
-            if folder is not None and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()  # nothing half-written stays behind
+            if task.folder is not None and task.folder.is_dir() and not any(task.folder.iterdir()):
+                task.folder.rmdir()  # nothing half-written stays behind
             if on_error is not None:
                 on_error(task)
             elif task.error.cancelled:
@@ -426,9 +429,8 @@ class SpecAwareDock(QgsDockWidget):
         self.create_env_button.setVisible(True)
 
     def cancel(self) -> None:
-        for task in self.tasks:
-            if not getattr(task, "quiet", False):
-                task.cancel()
+        for task in self._visible():
+            task.cancel()
 
     # -- profiles --------------------------------------------------------------------------------------------
     def profile_param(self, box: QComboBox) -> str | None:

@@ -19,9 +19,11 @@ class EngineTask(QgsTask):
     message = pyqtSignal(str)
 
     def __init__(self, description: str, steps: list[Step], on_done: Callable[["EngineTask"], None],
-                 engine: Engine | None = None):
+                 engine: Engine | None = None, quiet: bool = False, folder=None):
         super().__init__(description, QgsTask.CanCancel)
         self.steps, self.on_done = steps, on_done
+        self.quiet = quiet  # background checks (sensor, model list) stay out of the dock's progress line
+        self.folder = folder  # the run's output folder, removed again when the task fails while it is empty
         self.engine = engine or Engine.shared()
         self.results: list[dict] = []
         self.warnings: list[str] = []

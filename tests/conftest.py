@@ -39,6 +39,9 @@ def qgis_app(tmp_path_factory):
     os.environ["SPECAWARE_DATA_DIR"] = str(base / "specaware-data")
     app = QgsApplication([], True, str(base / "profile"))
     app.initQgis()
+    # PyQt aborts on an exception in a slot unless sys.excepthook is replaced (QGIS replaces it too): record
+    # them instead, and let `slot_errors` fail the test that caused them.
+    sys.excepthook = lambda *exc: SLOT_ERRORS.append("".join(__import__("traceback").format_exception(*exc)))
     from specaware_qgis.processing.provider import SpecAwareProvider
     provider = SpecAwareProvider()
     QgsApplication.processingRegistry().addProvider(provider)
@@ -46,6 +49,17 @@ def qgis_app(tmp_path_factory):
     from specaware_qgis.settings import Engine
     Engine.shared().shutdown()
     QgsApplication.processingRegistry().removeProvider(provider)
+
+
+SLOT_ERRORS: list[str] = []
+
+
+@pytest.fixture
+def slot_errors():
+    """Fails the test when a Qt slot raised during it."""
+    SLOT_ERRORS.clear()
+    yield SLOT_ERRORS
+    assert not SLOT_ERRORS, "exception in a Qt slot:\n" + "\n".join(SLOT_ERRORS)
 
 
 def system_qgis_env(**extra) -> dict:

@@ -14,7 +14,7 @@ from conftest import DATA, ROOT, need_shared
 from scenes import NORTH_UP, labelled_raster, read_array, stripe_polygons, write_polygons
 from test_engine_io import WL20, make_tif, spectra
 
-pytestmark = pytest.mark.usefixtures("qgis_app")
+pytestmark = pytest.mark.usefixtures("qgis_app", "slot_errors")
 QUICK_TRAIN = {"EPOCHS": 3}
 
 
@@ -236,7 +236,7 @@ def test_failed_job_goes_to_the_message_bar(dock, stripes, tmp_path):
 
 
 def test_second_job_is_queued_and_cancel_leaves_no_output(dock, tmp_path):
-    big = make_tif(tmp_path / "big.tif", spectra(20, 512, 512), gt=NORTH_UP, wavelengths=WL20)
+    big = make_tif(tmp_path / "big.tif", spectra(20, 1024, 1024), gt=NORTH_UP, wavelengths=WL20)
     r, _ = add_layers(big)
     dock.raster_box.setLayer(r)
     wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")

@@ -27,3 +27,11 @@ def test_plugin_never_imports_torch():
                  for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
                  if re.match(r"\s*(from|import)\s+(torch|engine)\b", line)]
     assert not offenders, f"the plugin talks to the engine process, it never imports torch or engine/: {offenders}"
+
+
+def test_plugin_imports_qt_only_through_qgis_pyqt():
+    """So that Qt6 builds of QGIS follow without edits."""
+    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "specaware_qgis").rglob("*.py")
+                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+                 if re.match(r"\s*(from|import)\s+(PyQt5|PyQt6|PySide2|PySide6)\b", line)]
+    assert not offenders, f"import Qt through qgis.PyQt: {offenders}"

@@ -101,6 +101,29 @@ def test_finetune_classify_cells_and_change_algorithms_style_their_outputs(strip
     assert [c.color.name() for c in styled.renderer().classes()] == ["#bdbdbd", "#e31a1c"]
 
 
+def test_classify_algorithm_clusters_a_real_aviris_ng_chip(tmp_path):
+    from qgis.core import QgsPalettedRasterRenderer, QgsRasterLayer
+    chip = need_shared(DATA / "aviris_ng_chips" / "ang20150420t182808_corr_v1e_img_4200-4210_70-80.img")
+    results, _ = run_alg("specaware:classify", {"INPUT": str(chip), "CLUSTERS": 3, "OUTPUT": str(tmp_path / "k")})
+    classes = read_array(results["CLASSES"])
+    ds = gdal.Open(str(chip))
+    assert classes.shape == (ds.RasterYSize, ds.RasterXSize) and set(np.unique(classes)) <= {1, 2, 3}
+    layer = QgsRasterLayer(results["CLASSES"], "k")
+    assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in layer.renderer().classes()] == ["cluster 1", "cluster 2", "cluster 3"]
+
+
+def test_finetune_and_classify_algorithms_on_the_demo_scene(tmp_path):
+    from engine.synthetic import make_scene
+    scene = make_scene(tmp_path / "scene", size=64)
+    results, _ = run_alg("specaware:finetune", {"INPUT": str(scene.raster), "POLYGONS": str(scene.polygons),
+                                                "CLASS_FIELD": "class", "NAME": "alg-demo", "EPOCHS": 4})
+    results, _ = run_alg("specaware:classify", {"INPUT": str(scene.raster), "MODEL": results["BUNDLE"],
+                                                "OUTPUT": str(tmp_path / "map")})
+    truth, pred = read_array(scene.truth), read_array(results["CLASSES"])
+    assert pred.shape == truth.shape and (pred == truth).mean() > 0.5  # 4 epochs, frozen random backbone
+
+
 def test_algorithm_error_is_the_engines_sentence(stripes, tmp_path):
     from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
     alg = QgsApplication.processingRegistry().createAlgorithmById("specaware:classify")

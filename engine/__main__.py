@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
 from .errors import EngineError, SpecAwareWarning
 
@@ -131,6 +132,52 @@ def cmd_classify_cells(args) -> int:
     return 0
 
 
+def cmd_adapt(args) -> int:
+    r = _run_and_print("adapt", {"rasters": args.raster, "out": args.out, "minutes": args.minutes,
+                                 "backbone": args.backbone, "preset": args.preset, "patch": args.patch,
+                                 "batch_size": args.batch_size, "seed": args.seed}, args.json, args.device)
+    if not args.json:
+        print(f"adapted backbone {r['backbone']} after {r['steps']} MAE steps in {r['seconds']} s "
+              f"(loss {r['loss_first']:.4f} → {r['loss_last']:.4f}); start fine-tuning from it with "
+              f"`finetune --backbone {r['backbone']}`")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    """Single process, or one rank of a torchrun launch."""
+    from .distributed import process_group
+    from .pretrain import PretrainConfig, pretrain
+    known = set(PretrainConfig.__dataclass_fields__)
+    cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k in known and v is not None})
+    with process_group(args.device) as ranks:
+        r = pretrain(args.data, args.out, cfg, ranks, args.init, args.preset, args.resume,
+                     _progress if ranks.main else None)
+        if ranks.main:
+            print(json.dumps({k: r[k] for k in ("steps", "world_size", "seconds", "loss_first", "loss_last",
+                                                "rank_checksums", "init")}, indent=1) if args.json else
+                  f"{r['steps']} steps on {r['world_size']} rank(s), loss {r['loss_first']:.4f} → "
+                  f"{r['loss_last']:.4f}; backbone {Path(args.out) / 'backbone.pth'}")
+    return 0
+
+
+def cmd_make_patches(args) -> int:
+    from .patches import write_patches
+    manifest = write_patches(args.raster, args.out, args.patch)
+    print(f"wrote {manifest} and its .npz patches")
+    return 0
+
+
+def cmd_classify_batch(args) -> int:
+    from .batch import classify_batch
+    from .distributed import process_group
+    with process_group(args.device) as ranks:
+        r = classify_batch(args.rasters, args.model, args.out, ranks, _progress if ranks.main else None)
+        if ranks.main:
+            print(f"{r['classified']} classified, {r['skipped']} skipped (already done) on {r['world_size']} "
+                  f"rank(s); summary {Path(args.out) / 'summary.json'}")
+    return 0
+
+
 def cmd_models(args) -> int:
     params = {"action": args.action, "name": args.name, "new_name": args.new_name}
     if args.action in ("show", "delete", "rename") and not args.name:
@@ -247,6 +294,48 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .gpkg")
     sensor_options(s)
     s.set_defaults(func=cmd_classify_cells)
+
+    s = sub.add_parser("adapt", help="scene-adaptive MAE pre-training on the rasters being mapped")
+    s.add_argument("--raster", action="append", required=True, help="a raster to adapt to (repeatable)")
+    s.add_argument("--minutes", type=float, required=True, help="time budget")
+    s.add_argument("--out", required=True, help="the adapted backbone, a .pth file")
+    s.add_argument("--backbone", help="start from this checkpoint (default: the configured one, else random)")
+    s.add_argument("--preset", default="tiny", help="preset when starting from random")
+    s.add_argument("--patch", type=int, default=64)
+    s.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_adapt)
+
+    s = sub.add_parser("pretrain", help="MAE pre-training; run it under torchrun for several GPUs or nodes")
+    s.add_argument("--data", action="append", required=True,
+                   help="a Hyper-400K folder (manifest.csv + .npz), a folder of rasters, or a raster (repeatable)")
+    s.add_argument("--out", required=True, help="run folder: checkpoints/, loss.csv, loss.png, backbone.pth")
+    s.add_argument("--init", help="random (default), a checkpoint .pth (e.g. the official one), or a run folder")
+    s.add_argument("--preset", default="tiny", help="preset when starting from random")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    for name, typ in (("steps", int), ("minutes", float), ("batch-size", int), ("accumulate", int), ("lr", float),
+                      ("warmup-steps", int), ("patch", int), ("checkpoint-every", int), ("keep", int),
+                      ("seed", int), ("mask-ratio", float)):
+        s.add_argument(f"--{name}", dest=name.replace("-", "_"), type=typ)
+    s.add_argument("--views", choices=["progressive", "full"])
+    s.add_argument("--device", default="auto")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("make-patches", help="write Hyper-400K-style .npz patches and manifest.csv from rasters")
+    s.add_argument("--raster", action="append", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--patch", type=int, default=64)
+    s.set_defaults(func=cmd_make_patches)
+
+    s = sub.add_parser("classify-batch", help="classify a list of rasters; run it under torchrun to share them")
+    s.add_argument("--rasters", required=True, help="text file with one raster path per line")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_classify_batch)
 
     s = sub.add_parser("models", help="list, show, delete or rename model bundles")
     s.add_argument("action", choices=["list", "show", "delete", "rename"])

@@ -87,6 +87,29 @@ def classify_cells_job(params: dict, progress=None, cancel=None, runtime=None) -
                           runtime, progress, cancel)
 
 
+@job("adapt")
+def adapt_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
+    """Scene-adaptive MAE pre-training on the rasters being mapped, for a time budget."""
+    from .pretrain import adapt
+    rasters = params["rasters"] if isinstance(params.get("rasters"), list) else [params["raster"]]
+    return adapt(rasters, params["out"], float(params.get("minutes") or 5), params.get("backbone"),
+                 params.get("preset") or "tiny", int(params.get("patch") or 64), int(params.get("batch_size") or 8),
+                 str(runtime.device) if runtime else "cpu", int(params.get("seed", 0)), progress, cancel)
+
+
+@job("pretrain")
+def pretrain_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
+    """MAE pre-training in this process (several GPUs or nodes: `torchrun ... -m engine pretrain`)."""
+    from .distributed import Ranks
+    from .pretrain import PretrainConfig, pretrain
+    known = set(PretrainConfig.__dataclass_fields__)
+    cfg = PretrainConfig(**{k: params[k] for k in known if params.get(k) is not None})
+    data = params["data"] if isinstance(params["data"], list) else [params["data"]]
+    device = runtime.device if runtime else __import__("torch").device("cpu")
+    return pretrain(data, params["out"], cfg, Ranks(device=device), params.get("init"),
+                    params.get("preset") or "tiny", bool(params.get("resume")), progress, cancel)
+
+
 @job("models")
 def models_job(params: dict, progress=None, cancel=None, runtime=None) -> dict:
     """List, show, delete or rename model bundles."""

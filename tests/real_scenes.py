@@ -69,6 +69,16 @@ def jasper() -> RealScene:
     return RealScene("jasper_ridge", cube, None, [], wl[idx], fwhm[idx], "avc")
 
 
+def moffett() -> RealScene:
+    """Moffett Field 50×50×159 reflectance (AVIRIS); the kept channels are not recorded, so the AVIRIS-Classic
+    wavelengths are taken evenly over the 224 channels, as for ABU."""
+    x = _loadmat(DATA / "moffett_field" / "Moffet.mat")["X"]
+    cube = x.reshape(159, 50, 50, order="F").astype(np.float32)
+    wl, fwhm = band_table()
+    idx = np.linspace(0, 223, 159).round().astype(int)
+    return RealScene("moffett_field", cube, None, [], wl[idx], fwhm[idx], "avc")
+
+
 GT = (580000.0, 3.0, 0.0, 4140000.0, 0.0, -3.0)
 
 

@@ -28,8 +28,7 @@ from engine.bundles import save_bundle  # noqa: E402
 from engine.classify import classify  # noqa: E402
 from engine.finetune import init_model  # noqa: E402
 from engine.metrics import score  # noqa: E402
-from engine.model.config import preset  # noqa: E402
-from engine.pretrain import adapt_encoder  # noqa: E402
+from engine.pretrain import adapt  # noqa: E402
 from engine.raster import RasterSource, open_raster  # noqa: E402
 from engine.report import atomic_write_text  # noqa: E402
 from engine.samples import load_labels  # noqa: E402
@@ -43,16 +42,14 @@ METRICS = ("oa", "aa", "kappa", "miou")
 ARM_A, ARM_B = "SpecAware (a) random init", "SpecAware (b) + scene MAE"
 
 
-def specaware_arm(raster: Path, polygons: Path, truth_test: np.ndarray, names, seed: int, encoder_state,
+def specaware_arm(raster: Path, polygons: Path, truth_test: np.ndarray, names, seed: int, backbone: str,
                   train_cfg: TrainConfig, work: Path) -> dict:
     ds = open_raster(raster)
     prof = profile_for_raster(raster, ds)
     source = RasterSource(raster, prof, ds)
     labels = load_labels(ds, polygons, "class", val_fraction=0, seed=seed)
     torch.manual_seed(seed)
-    model, provenance, _ = init_model("small", "light", len(labels.scheme.names), "random")
-    if encoder_state is not None:
-        model.encoder.load_state_dict(encoder_state)
+    model, provenance, _ = init_model("small", "light", len(labels.scheme.names), backbone)
     result = Trainer(model, source, labels, TrainConfig(**{**train_cfg.to_dict(), "seed": seed}),
                      torch.device("cpu")).run()
     meta = {"preset_config": model.cfg.to_dict(), "head": "light", "classes": labels.scheme.to_dict(),
@@ -105,8 +102,9 @@ def main() -> int:
             print(f"\n{name}: {scene.cube.shape[2]}×{scene.cube.shape[1]} px, {scene.cube.shape[0]} bands; "
                   f"{scene.note}", flush=True)
             t0 = time.perf_counter()
-            src = RasterSource(raster, profile_for_raster(raster))
-            adapted, summary = adapt_encoder(src, preset("small"), args.adapt_seconds, window=32)
+            adapted = str(tmp / f"{name}-adapted.pth")  # `engine adapt`: the same path a user takes
+            summary = adapt([str(raster)], adapted, args.adapt_seconds / 60, backbone="random", preset_name="small",
+                            patch=32)
             adaptation[name] = summary
             print(f"  MAE adaptation: {summary['steps']} steps in {summary['seconds']} s, loss "
                   f"{summary['loss_first']:.4f} → {summary['loss_last']:.4f}", flush=True)
@@ -120,7 +118,7 @@ def main() -> int:
                         train[y:y + 3, x:x + 3] = c
                     truth_test = np.where(train > 0, 0, scene.labels)
                     res = {}
-                    for i, (arm, state) in enumerate(((ARM_A, None), (ARM_B, adapted))):
+                    for i, (arm, state) in enumerate(((ARM_A, "random"), (ARM_B, adapted))):
                         t = time.perf_counter()
                         res[arm] = specaware_arm(raster, polygons, truth_test, scene.class_names, seed, state,
                                                  train_cfg, tmp / f"{name}-{k}-{seed}-{i}")

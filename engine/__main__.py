@@ -14,7 +14,7 @@ def cmd_verify_golden(args) -> int:
     from .golden import run_golden
     failed = False
     for path in args.files:
-        for name, diff, scale, ok in run_golden(path):
+        for name, diff, scale, ok in run_golden(path, args.device):
             failed |= not ok
             print(f"{'ok  ' if ok else 'FAIL'} {path} {name}: max|diff| {diff:.3g} (max|ref| {scale:.3g})")
     return 1 if failed else 0
@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("verify-golden", help="compare the engine model with golden reference files")
     s.add_argument("files", nargs="+")
+    s.add_argument("--device", default="cpu", help="cpu (default) or cuda: check the model on the GPU")
     s.set_defaults(func=cmd_verify_golden)
     s = sub.add_parser("inspect-weights", help="check a SpecAware checkpoint and print its configuration")
     s.add_argument("path")

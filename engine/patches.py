@@ -5,6 +5,8 @@ Hyper-400K layout (what the authors' preparation scripts write, and what `write_
   DIR/manifest.csv  columns id, filename, GSD, wavelength, fwhm, sensor, level
                     (wavelength and fwhm as space-separated nm; sensor as the model's key, e.g. avng; level L1/L2)
   DIR/<filename>    .npz holding one array `data`: float16, [C, H, W]
+
+GDAL is imported only to read rasters, so pre-training from .npz patches runs on machines without it.
 """
 from __future__ import annotations
 
@@ -17,11 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from osgeo import gdal
 
 from .errors import EngineError
-from .raster import open_raster
-from .sensors import profile_for_raster
 
 MAX_INVALID = 0.2  # the authors skip patches with more than 20 % invalid values
 LEVEL_MAX = {"L1": 100.0, "L2": 2.5}  # radiance (µW cm⁻² sr⁻¹ nm⁻¹) and reflectance ceilings
@@ -69,7 +68,7 @@ class PatchSet(torch.utils.data.Dataset):
             raise EngineError("no pre-training patches: the data holds no raster or .npz patch with at most "
                               f"{MAX_INVALID:.0%} invalid values")
         self.records = records
-        self._open: dict[str, gdal.Dataset] = {}
+        self._open: dict = {}  # raster path → open GDAL dataset
 
     def __len__(self) -> int:
         return len(self.records)
@@ -80,6 +79,7 @@ class PatchSet(torch.utils.data.Dataset):
             with np.load(r.source) as z:
                 data = z["data"]
         else:
+            from .raster import open_raster
             ds = self._open.get(r.source) or self._open.setdefault(r.source, open_raster(r.source))
             data = ds.ReadAsArray(*r.window).astype(np.float32) * r.scale
             data = data[None] if data.ndim == 2 else data
@@ -99,6 +99,8 @@ class PatchSet(torch.utils.data.Dataset):
 
 def raster_records(paths: list[str | Path], patch: int = 64, stride: int | None = None) -> list[PatchRecord]:
     """Patches tiled on the fly from rasters (each with its own profile); patches over 20 % invalid are skipped."""
+    from .raster import open_raster
+    from .sensors import profile_for_raster
     records = []
     stride = stride or patch
     for path in paths:

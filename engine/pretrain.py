@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from osgeo import gdal
 
 from .distributed import Ranks
 from .errors import Cancelled, EngineError
@@ -300,7 +299,12 @@ class Pretrainer:
 
 
 def plot_losses(csv_path: Path, png_path: Path, width: int = 640, height: int = 320) -> None:
-    """The loss curve as a PNG written by GDAL: steps on x, loss on y, grey frame, blue line."""
+    """The loss curve as a PNG written by GDAL: steps on x, loss on y, grey frame, blue line (CSV only where
+    GDAL is not installed, e.g. on a GPU node)."""
+    try:
+        from osgeo import gdal
+    except ImportError:
+        return
     rows = list(csv.DictReader(open(csv_path))) if csv_path.exists() else []
     if len(rows) < 2:
         return

@@ -347,7 +347,10 @@ def adapt(rasters: list[str], out: str, minutes: float, backbone: str | None = N
     from .finetune import configured_checkpoint
     if not str(out).endswith((".pth", ".pt")):
         raise EngineError(f"--out {out}: give a file name ending in .pth for the adapted backbone")
+    from .raster import open_raster
     init = backbone or (str(configured_checkpoint()) if configured_checkpoint() else "random")
+    side = min(min(ds.RasterXSize, ds.RasterYSize) for ds in map(open_raster, rasters))
+    patch = min(patch, max(16, side // 8 * 8))  # a small scene still adapts, with smaller patches
     cfg = PretrainConfig(steps=10 ** 9, minutes=minutes, batch_size=batch_size, patch=patch, checkpoint_every=0,
                          warmup_steps=10, seed=seed)
     trainer = Pretrainer(PatchSet(raster_records(rasters, patch)), None, cfg, Ranks(device=torch.device(device)),

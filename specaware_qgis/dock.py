@@ -164,6 +164,13 @@ class SpecAwareDock(QgsDockWidget):
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 1000)
         self.epochs_spin.setValue(40)
+        self.adapt_check = QCheckBox("Adapt to these scenes first (MAE on the raster)")
+        self.adapt_minutes = QDoubleSpinBox()
+        self.adapt_minutes.setRange(0.1, 600.0)
+        self.adapt_minutes.setValue(5.0)
+        self.adapt_minutes.setSuffix(" min")
+        self.adapt_minutes.setEnabled(False)
+        self.adapt_check.toggled.connect(self.adapt_minutes.setEnabled)
         adv = QgsCollapsibleGroupBox("Advanced")
         adv.setCollapsed(True)
         af = _form(adv)
@@ -195,6 +202,7 @@ class SpecAwareDock(QgsDockWidget):
         form.addRow("Preset", self.preset_box)
         form.addRow("Head", self.head_box)
         form.addRow("Epochs", self.epochs_spin)
+        form.addRow(_row(self.adapt_check, self.adapt_minutes))
         form.addRow(adv)
         form.addRow(self.finetune_button)
         self.finetune_button.clicked.connect(self.finetune)
@@ -534,11 +542,16 @@ class SpecAwareDock(QgsDockWidget):
                   "windows_per_epoch": self.windows_spin.value(), "seed": self.seed_spin.value(),
                   "val_polygons": val_path, "colors": colors or None,
                   "profile": self.profile_param(self.profile_box)}
-        return self.start(f"SpecAware: fine-tune {name}", [("finetune", params), ("models", {"action": "list"})],
-                          self._trained)
+        steps = [("finetune", params), ("models", {"action": "list"})]
+        if self.adapt_check.isChecked():  # scene-adaptive MAE first; fine-tuning starts from its backbone
+            adapted = str(settings.weights_dir() / f"adapted-{name}.pth")
+            steps.insert(0, ("adapt", {"raster": raster, "out": adapted, "minutes": self.adapt_minutes.value(),
+                                       "preset": params["preset"], "profile": params["profile"]}))
+            steps[1] = ("finetune", lambda done: {**params, "backbone": done[0]["backbone"]})
+        return self.start(f"SpecAware: fine-tune {name}", steps, self._trained)
 
     def _trained(self, task: EngineTask) -> None:
-        trained, models = task.results
+        trained, models = task.results[-2:]
         self.fill_models(models["models"], select=trained["bundle"])
         i = self.model_box.findData(trained["bundle"])
         if i >= 0:

@@ -53,7 +53,7 @@ def test_processing_algorithms_are_registered():
     from qgis.core import QgsApplication
     ids = {a.id() for a in QgsApplication.processingRegistry().providerById("specaware").algorithms()}
     assert ids == {"specaware:classify", "specaware:finetune", "specaware:detectchange", "specaware:classifycells",
-                   "specaware:sensorprofile"}
+                   "specaware:sensorprofile", "specaware:pretrain"}
 
 
 def test_sensor_profile_algorithm_on_a_real_aviris_ng_chip(tmp_path):
@@ -122,6 +122,23 @@ def test_finetune_and_classify_algorithms_on_the_demo_scene(tmp_path):
                                                 "OUTPUT": str(tmp_path / "map")})
     truth, pred = read_array(scene.truth), read_array(results["CLASSES"])
     assert pred.shape == truth.shape and (pred == truth).mean() > 0.5  # 4 epochs, frozen random backbone
+
+
+def test_pretrain_algorithm_and_finetune_after_adaptation(stripes, tmp_path):
+    import shutil
+    from engine.model.weights import load_checkpoint
+    raster, polygons, _ = stripes
+    data = tmp_path / "archive"
+    data.mkdir()
+    shutil.copy(raster, data / "scene.tif")
+    results, _ = run_alg("specaware:pretrain", {"DATA": str(data), "STEPS": 3, "BATCH_SIZE": 2, "PATCH": 32,
+                                                "OUTPUT": str(tmp_path / "run")})
+    assert load_checkpoint(results["BACKBONE"]).has_decoder and Path(results["LOSS_PLOT"]).is_file()
+    results, _ = run_alg("specaware:finetune", {"INPUT": str(raster), "POLYGONS": str(polygons),
+                                                "CLASS_FIELD": "class", "NAME": "adapted-stripes", "EPOCHS": 2,
+                                                "ADAPT_MINUTES": 0.05})
+    meta = json.loads((Path(results["BUNDLE"]) / "model.json").read_text())
+    assert "adapted-adapted-stripes.pth" in meta["backbone"]
 
 
 def test_algorithm_error_is_the_engines_sentence(stripes, tmp_path):
@@ -205,6 +222,26 @@ def test_dock_finetune_then_classify_adds_a_styled_group(dock, stripes, tmp_path
     assert (read_array(classes.source()) == truth).mean() > 0.8
     assert Path(classes.source()).with_suffix(".qml").is_file()
     assert "Classified scene" in messages(dock)
+
+
+def test_dock_adapts_to_the_scene_before_fine_tuning(dock, stripes):
+    raster, polygons, _ = stripes
+    r, v = add_layers(raster, polygons)
+    dock.raster_box.setLayer(r)
+    dock.polygons_box.setLayer(v)
+    dock.field_box.setField("class")
+    dock.name_edit.setText("dock-adapted")
+    dock.epochs_spin.setValue(2)
+    dock.adapt_check.setChecked(True)
+    dock.adapt_minutes.setValue(0.1)
+    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
+    task = dock.finetune()
+    wait_for(lambda: task not in dock.tasks, what="adapt and fine-tune")
+    assert task.error is None, task.error
+    adapted, trained = task.results[0], task.results[1]
+    assert adapted["steps"] > 0 and Path(adapted["backbone"]).name == "adapted-dock-adapted.pth"
+    assert "adapted-dock-adapted.pth" in trained["backbone"]
+    assert dock.model_box.currentText().startswith("dock-adapted")
 
 
 def test_no_raster_chosen(dock):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterFile,
                        QgsProcessingOutputFile, QgsProcessingOutputFolder, QgsProcessingOutputHtml,
                        QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer, QgsProcessingOutputString,
                        QgsProcessingOutputVectorLayer, QgsProcessingParameterEnum, QgsProcessingParameterField,
@@ -55,7 +56,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             parameters, name, context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
         return path, layer or None
 
-    def run_engine(self, params: dict, feedback) -> dict:
+    def run_engine(self, params: dict, feedback, job: str | None = None) -> dict:
         last = [""]
 
         def progress(fraction: float, message: str) -> None:
@@ -64,7 +65,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgressText(message)
                 last[0] = message
         try:
-            result, warnings = Engine.shared().run(self.job, params, progress, feedback.isCanceled, self.title)
+            result, warnings = Engine.shared().run(job or self.job, params, progress, feedback.isCanceled, self.title)
         except EngineJobError as e:
             raise QgsProcessingException(str(e)) from e
         for w in warnings:
@@ -138,6 +139,9 @@ class FinetuneAlgorithm(EngineAlgorithm):
                                                        "'random'; empty = the configured checkpoint)", optional=True))
         self.addParameter(QgsProcessingParameterNumber("SEED", "Seed", QgsProcessingParameterNumber.Integer, 0,
                                                        False, 0))
+        self.addParameter(QgsProcessingParameterNumber("ADAPT_MINUTES", "Adapt to this scene first: minutes of MAE "
+                                                       "pre-training (0 = no)", QgsProcessingParameterNumber.Double,
+                                                       0.0, False, 0.0, 600.0))
         self.addOutput(QgsProcessingOutputFolder("BUNDLE", "Model bundle"))
         self.addOutput(QgsProcessingOutputHtml("REPORT", "Training report"))
 
@@ -161,6 +165,15 @@ class FinetuneAlgorithm(EngineAlgorithm):
                   "backbone_mode": BACKBONE_MODES[self.parameterAsEnum(parameters, "BACKBONE_MODE", context)],
                   "backbone": self.parameterAsString(parameters, "BACKBONE", context).strip() or None,
                   "seed": self.parameterAsInt(parameters, "SEED", context)}
+        minutes = self.parameterAsDouble(parameters, "ADAPT_MINUTES", context)
+        if minutes > 0:
+            from ..settings import weights_dir
+            adapted = self.run_engine({"raster": params["raster"], "minutes": minutes, "preset": params["preset"],
+                                       "backbone": params["backbone"], "seed": params["seed"],
+                                       "out": str(weights_dir() / f"adapted-{params['out']}.pth")}, feedback, "adapt")
+            feedback.pushInfo(f"adapted backbone {adapted['backbone']}: {adapted['steps']} MAE steps, loss "
+                              f"{adapted['loss_first']:.4f} → {adapted['loss_last']:.4f}")
+            params["backbone"] = adapted["backbone"]
         r = self.run_engine(params, feedback)
         v = r.get("validation") or {}
         if v.get("oa") is not None:
@@ -272,4 +285,42 @@ class SensorProfileAlgorithm(EngineAlgorithm):
                 "GSD": r["gsd_m"] or 0.0, **({"OUTPUT": out} if out else {})}
 
 
-ALGORITHMS = [ClassifyAlgorithm, FinetuneAlgorithm, ChangeAlgorithm, ClassifyCellsAlgorithm, SensorProfileAlgorithm]
+class PretrainAlgorithm(EngineAlgorithm):
+    job, algorithm_name, title = "pretrain", "pretrain", "Pretrain (masked autoencoder)"
+    help = ("Self-supervised pre-training of SpecAware on your own archive: a folder of rasters (any sensor, each "
+            "with its profile) or Hyper-400K-style .npz patches with manifest.csv. Writes checkpoints, loss.csv, "
+            "loss.png and backbone.pth (the official key layout: use it as a fine-tuning backbone). Several GPUs "
+            "or nodes: run `torchrun ... -m engine pretrain` instead.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile("DATA", "Data folder (rasters, or manifest.csv + .npz)",
+                                                     QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterString("INIT", "Start from ('random', a checkpoint .pth or a run "
+                                                       "folder; empty = random)", optional=True))
+        self.addParameter(QgsProcessingParameterEnum("PRESET", "Preset (random start)", PRESETS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber("STEPS", "Optimiser steps", QgsProcessingParameterNumber.Integer,
+                                                       1000, False, 1))
+        self.addParameter(QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer,
+                                                       8, False, 1))
+        self.addParameter(QgsProcessingParameterNumber("PATCH", "Patch size (px)", QgsProcessingParameterNumber.Integer,
+                                                       64, False, 16))
+        self.addParameter(QgsProcessingParameterBoolean("RESUME", "Resume the run in the output folder", False))
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Run folder"))
+        self.addOutput(QgsProcessingOutputFile("BACKBONE", "Backbone (.pth)"))
+        self.addOutput(QgsProcessingOutputFile("LOSS_PLOT", "Loss curve (PNG)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        out = self.parameterAsString(parameters, "OUTPUT", context)
+        r = self.run_engine({"data": self.parameterAsFile(parameters, "DATA", context), "out": out,
+                             "init": self.parameterAsString(parameters, "INIT", context).strip() or None,
+                             "preset": PRESETS[self.parameterAsEnum(parameters, "PRESET", context)],
+                             "steps": self.parameterAsInt(parameters, "STEPS", context),
+                             "batch_size": self.parameterAsInt(parameters, "BATCH_SIZE", context),
+                             "patch": self.parameterAsInt(parameters, "PATCH", context),
+                             "resume": self.parameterAsBoolean(parameters, "RESUME", context)}, feedback)
+        feedback.pushInfo(f"{r['steps']} steps, loss {r['loss_first']:.4f} → {r['loss_last']:.4f}")
+        return {"BACKBONE": str(Path(out) / "backbone.pth"), "LOSS_PLOT": str(Path(out) / "loss.png")}
+
+
+ALGORITHMS = [ClassifyAlgorithm, FinetuneAlgorithm, ChangeAlgorithm, ClassifyCellsAlgorithm, SensorProfileAlgorithm,
+              PretrainAlgorithm]

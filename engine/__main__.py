@@ -251,9 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", help="layer name inside the vector file")
     s.add_argument("--val-polygons", dest="val_polygons", help="independent validation layer (replaces the split)")
     s.add_argument("--val-fraction", dest="val_fraction", type=float, default=0.3)
-    s.add_argument("--task", choices=["pixels", "change"], default="pixels",
+    s.add_argument("--task", choices=["pixels", "change", "cells"], default="pixels",
                    help="pixels: land cover (default); change: --raster is the first date, --after the second, "
-                        "and the polygons mark 'change' and no change")
+                        "and the polygons mark 'change' and no change; cells: one label per polygon (grid cells, "
+                        "parcels) for classify-cells' pooled-token head")
     s.add_argument("--after", help="second date, for --task change")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run of the same settings")

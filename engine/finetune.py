@@ -121,8 +121,14 @@ def finetune(raster: str, polygons: str, class_field: str, out: str, preset_name
         resume_dir = data_dir() / "training" / name
         if not resume and resume_dir.exists():
             shutil.rmtree(resume_dir)
-        trainer = Trainer(model, source, labels, train, torch.device(device), resume_dir, progress, cancel, spec)
-        result = trainer.run(resume=resume)
+        if task == "cells":  # scene classification: one label per polygon, the pooled-token head
+            from .cells import train_cells
+            result, cell_window = train_cells(model, source, labels, train, torch.device(device), progress, cancel)
+            head, extra = "pooled", {"task": "cells"}
+        else:
+            trainer = Trainer(model, source, labels, train, torch.device(device), resume_dir, progress, cancel,
+                              spec)
+            result = trainer.run(resume=resume)
     finally:
         if work:
             shutil.rmtree(work, ignore_errors=True)
@@ -130,7 +136,8 @@ def finetune(raster: str, polygons: str, class_field: str, out: str, preset_name
     meta = {
         "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "preset": preset_name if not pretrained else "from backbone", "preset_config": cfg.to_dict(), "head": head,
-        "classes": labels.scheme.to_dict(), "profile": prof.to_dict(), "tile": train.window,
+        "classes": labels.scheme.to_dict(), "profile": prof.to_dict(),
+        "tile": cell_window if task == "cells" else train.window,
         "normalisation": "none: values as the sensor profile scales them (L2 reflectance 0–1, L1 radiance in the "
                          "product's units), as in pre-training",
         "backbone": provenance, "backbone_pretrained": pretrained, "backbone_mode": train.backbone_mode,

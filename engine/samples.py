@@ -60,6 +60,8 @@ class LabelSet:
     notes: list[str] = field(default_factory=list)
     unvalidated: list[str] = field(default_factory=list)
     polygons: dict[str, dict[str, int]] = field(default_factory=dict)  # class → {"train": n, "val": n}
+    polygon_ids: np.ndarray | None = None  # [H, W] which training-layer feature (1…n) covers each pixel
+    val_polygon_ids: np.ndarray | None = None  # the same for a separate validation layer
 
     def summary(self) -> dict:
         return {"classes": self.scheme.names, "train_pixels": _per_class(self.train, self.scheme),
@@ -216,7 +218,8 @@ def load_labels(raster_ds, polygons, class_field: str, layer: str | None = None,
     unvalidated, counts = [], {}
     if val_feats:
         vid = [cid[str(v)] for v, _ in val_feats]
-        val = np.array([0, *vid], np.uint16)[rasterize(val_feats, raster_ds, list(range(1, len(val_feats) + 1)))]
+        val_no = rasterize(val_feats, raster_ds, list(range(1, len(val_feats) + 1)))
+        val = np.array([0, *vid], np.uint16)[val_no]
         val[labels > 0] = 0  # a pixel used for training never counts as validation
         train = labels
         for name in scheme.names:
@@ -243,7 +246,7 @@ def load_labels(raster_ds, polygons, class_field: str, layer: str | None = None,
                           "too small or outside it); draw larger polygons")
     if unvalidated:
         notes.append(f"class(es) {', '.join(unvalidated)} have a single polygon: they are trained but not validated")
-    return LabelSet(train, val, scheme, notes, unvalidated, counts)
+    return LabelSet(train, val, scheme, notes, unvalidated, counts, polygon_no, val_no if val_feats else None)
 
 
 class WindowSampler:

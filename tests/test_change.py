@@ -12,7 +12,7 @@ from engine.change import detect_change
 from engine.errors import EngineError
 from engine.finetune import finetune
 from engine.train import TrainConfig
-from scenes import MATERIALS, NORTH_UP, labelled_raster, stripe_polygons, write_polygons
+from scenes import MATERIALS, NORTH_UP, labelled_raster, rect, stripe_polygons, write_polygons
 from test_engine_io import ROTATED_GT, WL20, make_tif
 
 
@@ -160,6 +160,33 @@ def test_classify_cells_on_a_grid_and_on_zones(tmp_path):
     assert zone.GetField("class") == "grass" and zone.GetField("valid_pixels") > 400
     with pytest.raises(EngineError, match="GeoPackage"):
         classify_cells(str(a), "lc", str(tmp_path / "cells.shp"), cell_size=8)
+
+
+def test_cell_model_from_labelled_cells_then_pooled_classify_cells(tmp_path, engine_env):
+    """finetune --task cells trains the pooled-token head on one label per polygon; classify-cells then
+    classifies each grid cell or parcel as a whole."""
+    from engine.cells import classify_cells
+    a, _ = labelled_raster(tmp_path / "a.tif")
+    cells = [(name, rect(x0 + 2, y, x1 - 2, y + 8)) for name, x0, x1 in (("water", 0, 16), ("grass", 16, 32),
+                                                                         ("sand", 32, 48)) for y in range(2, 44, 10)]
+    labelled = write_polygons(tmp_path / "cells.gpkg", cells)
+    r = subprocess.run([sys.executable, "-m", "engine", "finetune", "--task", "cells", "--raster", str(a),
+                        "--polygons", str(labelled), "--class-field", "class", "--out", "parcels", "--epochs", "30",
+                        "--device", "cpu", "--json"], cwd=ROOT, capture_output=True, text=True,
+                       env={**engine_env, "SPECAWARE_DATA_DIR": str(tmp_path / "data")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    trained = json.loads(r.stdout[r.stdout.index("{"):])
+    assert trained["validation"]["oa"] >= 0.8 and trained["validation"]["cells"] >= 3
+    from engine.bundles import load_bundle
+    meta = load_bundle("parcels").meta
+    assert meta["task"] == "cells" and meta["head"] == "pooled" and meta["tile"] == 32
+    res = classify_cells(str(a), "parcels", str(tmp_path / "grid.gpkg"), cell_size=16)
+    assert res["method"].startswith("pooled-token cell model")
+    assert res["cells_per_class"] == {"grass": 3, "sand": 3, "water": 3}
+    zones = write_polygons(tmp_path / "z.gpkg", [("p", rect(34, 2, 46, 46)), ("q", rect(1, 1, 15, 20))])
+    classify_cells(str(a), "parcels", str(tmp_path / "zones.gpkg"), zones=str(zones))
+    ds = ogr.Open(str(tmp_path / "zones.gpkg"))
+    assert [f.GetField("class") for f in ds.GetLayer(0)] == ["sand", "water"]
 
 
 def test_supervised_change_model_from_polygons(tmp_path):

@@ -141,11 +141,47 @@ class ChangeSegmenter(Segmenter):
         return Features(taps, torch.cat([a.spectral, b.spectral], dim=1))
 
 
-TASKS = ("pixels", "change")
+class CellClassifier(Segmenter):
+    """Scene classification of a grid cell or parcel: the last block's tokens, weighted by how much of each token
+    the cell covers, and each pixel's spectral features, both averaged over the cell; one linear layer on top
+    (the pooled-token head)."""
+
+    def __init__(self, cfg: SpecAwareConfig, head: str = "pooled", num_classes: int = 2):
+        nn.Module.__init__(self)
+        self.cfg, self.head_kind = cfg, "pooled"
+        self.encoder = SpecAwareEncoder(cfg)
+        n_in = cfg.embed_dim + 2 * cfg.wv_planes + 1
+        self.norm = nn.LayerNorm(n_in)
+        self.classifier = nn.Linear(n_in, num_classes)
+
+    def decode(self, features: Features, mask: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, K] for the cells marked by `mask` [B, H, W] (1 inside the cell)."""
+        return self.classify(self.pool(features, mask))
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.norm(pooled))
+
+    def pool(self, features: Features, mask: torch.Tensor) -> torch.Tensor:
+        """[B, E + 2·planes + 1]: what the head sees of each cell (cacheable while the encoder is frozen)."""
+        tokens = features.taps[-1].float()
+        m = mask[:, None].float()
+        cover = torch.nn.functional.adaptive_avg_pool2d(m, tokens.shape[-2:])
+        pooled_tokens = (tokens * cover).sum((2, 3)) / cover.sum((2, 3)).clamp_min(1e-6)
+        spec = features.spectral.float()
+        proj, mean = spec[:, :-1], spec[:, -1:]
+        pixels = torch.cat([proj, proj / (mean.abs() + 1e-3), mean], dim=1)
+        pooled_pixels = (pixels * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-6)
+        return torch.cat([pooled_tokens, pooled_pixels], dim=1)
+
+    def forward(self, x: torch.Tensor, spec: SpectralInput, mask: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x, spec), mask)
+
+
+TASKS = ("pixels", "change", "cells")
 
 
 def build_segmenter(cfg: SpecAwareConfig, head: str, num_classes: int, task: str = "pixels") -> Segmenter:
     """The model for a fine-tuning task: `pixels` (land cover) or `change` (a pair of dates)."""
     if task not in TASKS:
         raise EngineError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
-    return (ChangeSegmenter if task == "change" else Segmenter)(cfg, head, num_classes)
+    return {"change": ChangeSegmenter, "cells": CellClassifier}.get(task, Segmenter)(cfg, head, num_classes)

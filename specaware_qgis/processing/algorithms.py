@@ -130,7 +130,10 @@ class FinetuneAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterString("NAME", "Model name"))
         self.addParameter(QgsProcessingParameterEnum("PRESET", "Preset (when no checkpoint is configured)",
                                                      PRESETS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum("HEAD", "Head", HEADS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("TASK", "Task", ["land cover (per pixel)",
+                                                                     "grid cells / parcels (one label per polygon)"],
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("HEAD", "Head (land cover)", HEADS, defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer,
                                                        40, False, 1, 1000))
         self.addParameter(QgsProcessingParameterEnum("BACKBONE_MODE", "Backbone training", BACKBONE_MODES,
@@ -164,7 +167,8 @@ class FinetuneAlgorithm(EngineAlgorithm):
                   "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
                   "backbone_mode": BACKBONE_MODES[self.parameterAsEnum(parameters, "BACKBONE_MODE", context)],
                   "backbone": self.parameterAsString(parameters, "BACKBONE", context).strip() or None,
-                  "seed": self.parameterAsInt(parameters, "SEED", context)}
+                  "seed": self.parameterAsInt(parameters, "SEED", context),
+                  "task": ("pixels", "cells")[self.parameterAsEnum(parameters, "TASK", context)]}
         minutes = self.parameterAsDouble(parameters, "ADAPT_MINUTES", context)
         if minutes > 0:
             from ..settings import weights_dir

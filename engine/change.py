@@ -382,12 +382,28 @@ def _write_outputs(src: PairSource, cm: ChangeModel, out_dir: Path, names, color
 def polygonize(change_tif: Path, magnitude_tif: Path, fromto_tif: Path | None, names: list[str], out: Path,
                min_area: float) -> dict:
     """Changed areas as polygons (`gdal.Polygonize`) with area_m2, mean magnitude and from/to classes."""
+    scratch = Path(tempfile.mkdtemp(prefix=".specaware-polygonize-", dir=out.parent))
+    try:
+        return _polygonize(change_tif, magnitude_tif, fromto_tif, names, out, min_area, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scratch_raster(path: Path, like, dtype):
+    """A tiled single-band GeoTIFF on the grid of `like`: full-size helper rasters live on disk, not in memory,
+    so polygonizing a long flight line stays within the streaming driver's memory bound."""
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), like.RasterXSize, like.RasterYSize, 1, dtype,
+                                              ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"])
+    ds.SetGeoTransform(like.GetGeoTransform())
+    ds.SetProjection(like.GetProjection())
+    return ds
+
+
+def _polygonize(change_tif, magnitude_tif, fromto_tif, names, out: Path, min_area: float, scratch: Path) -> dict:
     ds = gdal.Open(str(change_tif))
     band = ds.GetRasterBand(1)
     W, H = ds.RasterXSize, ds.RasterYSize
-    mem = gdal.GetDriverByName("MEM").Create("", W, H, 1, gdal.GDT_Byte)
-    mem.SetGeoTransform(ds.GetGeoTransform())
-    mem.SetProjection(ds.GetProjection())
+    mem = _scratch_raster(scratch / "changed.tif", ds, gdal.GDT_Byte)
     for y0 in range(0, H, 256):
         h = min(256, H - y0)
         mem.GetRasterBand(1).WriteArray((band.ReadAsArray(0, y0, W, h) == 1).astype(np.uint8), 0, y0)
@@ -403,9 +419,7 @@ def polygonize(change_tif: Path, magnitude_tif: Path, fromto_tif: Path | None, n
     gdal.Polygonize(mem.GetRasterBand(1), mem.GetRasterBand(1), lyr, 0)
     # Zonal statistics: burn each polygon's FID, then average the magnitude and count from/to codes per FID.
     fids = [f.GetFID() for f in lyr]
-    ids = gdal.GetDriverByName("MEM").Create("", W, H, 1, gdal.GDT_Int32)
-    ids.SetGeoTransform(ds.GetGeoTransform())
-    ids.SetProjection(ds.GetProjection())
+    ids = _scratch_raster(scratch / "ids.tif", ds, gdal.GDT_Int32)
     if fids:
         _burn_fids(ids, lyr)
     n = max(fids) + 1 if fids else 1

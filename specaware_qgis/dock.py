@@ -8,7 +8,7 @@ from pathlib import Path
 from qgis.core import (Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsTask,
                        QgsVectorFileWriter, QgsVectorLayer)
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt, QUrl
+from qgis.PyQt.QtCore import Qt, QTimer, QUrl
 from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                                  QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QScrollArea, QSpinBox,
@@ -21,6 +21,7 @@ from .tasks import EngineTask
 from .weights import WeightsTask
 
 CLUSTERS = "__clusters__"
+SAMPLE_LAYERS = QgsMapLayerProxyModel.PolygonLayer | QgsMapLayerProxyModel.PointLayer
 LOAD_PROFILE = "__file__"
 CHANGE_MODES = [("unsupervised", "Unsupervised (feature distance + spectral angle)"),
                 ("supervised", "Supervised (train on change / no-change polygons)"),
@@ -76,6 +77,8 @@ class SpecAwareDock(QgsDockWidget):
         self.tasks: list[QgsTask] = []
         self.last_change: dict | None = None
         self.profile_files: dict[str, str] = {}
+        self._pending: set = set()  # sensor checks waiting for the event loop
+        self.closing = False
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.addWidget(self._classify_section())
@@ -99,9 +102,11 @@ class SpecAwareDock(QgsDockWidget):
         self.refresh_engine()
 
     # -- construction --------------------------------------------------------------------------------------
-    def _raster_box(self) -> QgsMapLayerComboBox:
+    @staticmethod
+    def _layer_box(filters=QgsMapLayerProxyModel.RasterLayer) -> QgsMapLayerComboBox:
+        """A layer box of the project's layers, starting empty (nothing is chosen for the user)."""
         box = QgsMapLayerComboBox()
-        box.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        box.setFilters(filters)
         box.setAllowEmptyLayer(True)
         box.setLayer(None)
         return box
@@ -115,7 +120,7 @@ class SpecAwareDock(QgsDockWidget):
     def _classify_section(self) -> QWidget:
         g = QgsCollapsibleGroupBox("Classify")
         form = _form(g)
-        self.raster_box = self._raster_box()
+        self.raster_box = self._layer_box()
         self.profile_label = ProfileLabel()
         self.profile_box = self._profile_box()
         self.model_box = QComboBox()
@@ -133,8 +138,8 @@ class SpecAwareDock(QgsDockWidget):
         form.addRow("Clusters (K)", self.clusters_spin)
         form.addRow("Output folder", self.out_widget)
         form.addRow(self.classify_button)
-        self.raster_box.layerChanged.connect(lambda _: self.detect_profile(self.raster_box, self.profile_label,
-                                                                           self.profile_box))
+        self.raster_box.layerChanged.connect(lambda _: self.detect_later(self.raster_box, self.profile_label,
+                                                                         self.profile_box))
         self.profile_box.activated.connect(lambda _: self.profile_chosen(self.raster_box, self.profile_label,
                                                                          self.profile_box))
         self.model_box.currentIndexChanged.connect(
@@ -145,17 +150,11 @@ class SpecAwareDock(QgsDockWidget):
     def _train_section(self) -> QWidget:
         g = QgsCollapsibleGroupBox("Train (fine-tune on polygons of the raster above)")
         form = _form(g)
-        self.polygons_box = QgsMapLayerComboBox()
-        self.polygons_box.setFilters(QgsMapLayerProxyModel.PolygonLayer | QgsMapLayerProxyModel.PointLayer)
-        self.polygons_box.setAllowEmptyLayer(True)
-        self.polygons_box.setLayer(None)
+        self.polygons_box = self._layer_box(SAMPLE_LAYERS)
         self.field_box = QgsFieldComboBox()
         self.field_box.setAllowEmptyFieldName(True)
         self.polygons_box.layerChanged.connect(self._polygons_changed)
-        self.val_box = QgsMapLayerComboBox()
-        self.val_box.setFilters(QgsMapLayerProxyModel.PolygonLayer | QgsMapLayerProxyModel.PointLayer)
-        self.val_box.setAllowEmptyLayer(True)
-        self.val_box.setLayer(None)
+        self.val_box = self._layer_box(SAMPLE_LAYERS)
         self.name_edit = QLineEdit(time.strftime("model-%Y%m%d"))
         self.preset_box = QComboBox()
         self.preset_box.addItems(["tiny", "small", "base"])
@@ -211,20 +210,17 @@ class SpecAwareDock(QgsDockWidget):
     def _change_section(self) -> QWidget:
         g = QgsCollapsibleGroupBox("Change")
         form = _form(g)
-        self.before_box, self.after_box = self._raster_box(), self._raster_box()
+        self.before_box, self.after_box = self._layer_box(), self._layer_box()
         self.before_label, self.after_label = ProfileLabel(), ProfileLabel()
         self.before_profile, self.after_profile = self._profile_box(), self._profile_box()
         for box, label, prof in ((self.before_box, self.before_label, self.before_profile),
                                  (self.after_box, self.after_label, self.after_profile)):
-            box.layerChanged.connect(lambda _, b=box, lab=label, p=prof: self.detect_profile(b, lab, p))
+            box.layerChanged.connect(lambda _, b=box, lab=label, p=prof: self.detect_later(b, lab, p))
             prof.activated.connect(lambda _, b=box, lab=label, p=prof: self.profile_chosen(b, lab, p))
         self.mode_box = QComboBox()
         for key, text in CHANGE_MODES:
             self.mode_box.addItem(text, key)
-        self.change_polygons_box = QgsMapLayerComboBox()
-        self.change_polygons_box.setFilters(QgsMapLayerProxyModel.PolygonLayer | QgsMapLayerProxyModel.PointLayer)
-        self.change_polygons_box.setAllowEmptyLayer(True)
-        self.change_polygons_box.setLayer(None)
+        self.change_polygons_box = self._layer_box(SAMPLE_LAYERS)
         self.change_field_box = QgsFieldComboBox()
         self.change_field_box.setAllowEmptyFieldName(True)
         self.change_polygons_box.layerChanged.connect(self.change_field_box.setLayer)
@@ -405,6 +401,8 @@ class SpecAwareDock(QgsDockWidget):
     def _done(self, task: EngineTask, on_success, on_error=None) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
+        if self.closing:  # the plugin was unloaded while the task ran: no widget is left to update
+            return
         if task.error is None:
             try:
                 on_success(task)
@@ -446,6 +444,17 @@ class SpecAwareDock(QgsDockWidget):
         if data == LOAD_PROFILE:
             return self.profile_files.get(str(id(box)))
         return data
+
+    def detect_later(self, raster_box, label: ProfileLabel, profile_box) -> None:
+        """Check the sensor once the event loop is back: while a project is cleared, a layer box briefly passes
+        through layers that are being deleted, and those must not be touched."""
+        self._pending.add((raster_box, label, profile_box))
+        QTimer.singleShot(0, self._detect_pending)
+
+    def _detect_pending(self) -> None:
+        pending, self._pending = self._pending, set()
+        for args in pending:
+            self.detect_profile(*args)
 
     def detect_profile(self, raster_box, label: ProfileLabel, profile_box) -> None:
         layer = raster_box.currentLayer()
@@ -653,6 +662,8 @@ class SpecAwareDock(QgsDockWidget):
                     return False
 
             def finished(self, ok):
+                if self.dock.closing:
+                    return
                 if ok:
                     self.dock.engine.environment = None
                     self.dock.refresh_engine()
@@ -679,6 +690,8 @@ class SpecAwareDock(QgsDockWidget):
     def _weights_done(self, task) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
+        if self.closing:
+            return
         if task.error:
             self.say(task.error, Qgis.Critical)
             return
@@ -702,5 +715,6 @@ class SpecAwareDock(QgsDockWidget):
 
     def cleanup(self) -> None:
         """Cancel what runs; called by the plugin's unload."""
+        self.closing = True
         for task in list(self.tasks):
             task.cancel()

@@ -153,18 +153,35 @@ def test_algorithm_error_is_the_engines_sentence(stripes, tmp_path):
 # --- the dock -------------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def dock():
+def make_dock():
+    """Docks on a real message bar; each is closed at the end of its test, as unload does: tasks cancelled and
+    finished, then the widget deleted at once (a parentless dock left to Python's garbage collector could be
+    freed in the middle of a later signal)."""
     from qgis.core import QgsProject
     from qgis.gui import QgsMessageBar
+    from qgis.PyQt import sip
     from specaware_qgis.dock import SpecAwareDock
     QgsProject.instance().clear()
-    bar = QgsMessageBar()
-    d = SpecAwareDock(bar)
-    wait_for(lambda: not d.tasks, what="the engine check")
-    yield d
-    d.cleanup()
-    wait_for(lambda: not d.tasks, what="cancelled tasks")
+    made = []
+
+    def make(**kw):
+        d = SpecAwareDock(QgsMessageBar(), **kw)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.cleanup()
+        wait_for(lambda: not d.tasks, what="cancelled tasks")
+        sip.delete(d.bar)
+        sip.delete(d)
     QgsProject.instance().clear()
+
+
+@pytest.fixture
+def dock(make_dock):
+    d = make_dock()
+    wait_for(lambda: not d.tasks, what="the engine check")
+    return d
 
 
 def messages(d) -> str:
@@ -180,6 +197,21 @@ def add_layers(raster, polygons=None):
     if polygons:
         v = QgsVectorLayer(str(polygons), "training", "ogr")
         QgsProject.instance().addMapLayer(v)
+    return r, v
+
+
+def choose(dock, raster, polygons=None, name=None, epochs=None):
+    """Pick the raster (and training layer, class field 'class', model name, epochs) as an analyst would."""
+    r, v = add_layers(raster, polygons)
+    dock.raster_box.setLayer(r)
+    if v is not None:
+        dock.polygons_box.setLayer(v)
+        dock.field_box.setField("class")
+    if name:
+        dock.name_edit.setText(name)
+    if epochs:
+        dock.epochs_spin.setValue(epochs)
+    wait_for(lambda: dock.profile_label.info is not None or dock.profile_label.problem, what="the sensor check")
     return r, v
 
 
@@ -199,12 +231,7 @@ def test_dock_fills_its_boxes_from_the_project(dock, stripes):
 def test_dock_finetune_then_classify_adds_a_styled_group(dock, stripes, tmp_path):
     from qgis.core import QgsPalettedRasterRenderer, QgsProject
     raster, polygons, truth = stripes
-    r, v = add_layers(raster, polygons)
-    dock.raster_box.setLayer(r)
-    dock.polygons_box.setLayer(v)
-    dock.field_box.setField("class")
-    dock.name_edit.setText("dock-stripes")
-    dock.epochs_spin.setValue(3)
+    choose(dock, raster, polygons, "dock-stripes", 3)
     dock.out_widget.setFilePath(str(tmp_path / "out"))
     task = dock.finetune()
     assert task is not None
@@ -226,15 +253,9 @@ def test_dock_finetune_then_classify_adds_a_styled_group(dock, stripes, tmp_path
 
 def test_dock_adapts_to_the_scene_before_fine_tuning(dock, stripes):
     raster, polygons, _ = stripes
-    r, v = add_layers(raster, polygons)
-    dock.raster_box.setLayer(r)
-    dock.polygons_box.setLayer(v)
-    dock.field_box.setField("class")
-    dock.name_edit.setText("dock-adapted")
-    dock.epochs_spin.setValue(2)
+    choose(dock, raster, polygons, "dock-adapted", 2)
     dock.adapt_check.setChecked(True)
     dock.adapt_minutes.setValue(0.1)
-    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
     task = dock.finetune()
     wait_for(lambda: task not in dock.tasks, what="adapt and fine-tune")
     assert task.error is None, task.error
@@ -261,19 +282,13 @@ def test_raster_without_wavelengths_asks_for_a_profile(dock, tmp_path):
 def test_empty_class_field_names_the_field_and_layer(dock, stripes, tmp_path):
     raster = stripes[0]
     empty = write_polygons(tmp_path / "empty.gpkg", [(None, p) for _, p in stripe_polygons()])
-    r, v = add_layers(raster, empty)
-    dock.raster_box.setLayer(r)
-    dock.polygons_box.setLayer(v)
-    dock.field_box.setField("class")
-    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
+    choose(dock, raster, empty)
     assert dock.finetune() is None
     assert "the class field 'class' of layer 'training' is empty" in messages(dock)
 
 
 def test_unwritable_output_folder(dock, stripes, tmp_path):
-    r, _ = add_layers(stripes[0])
-    dock.raster_box.setLayer(r)
-    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
+    choose(dock, stripes[0])
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     dock.out_widget.setFilePath(str(blocker / "results"))
@@ -283,9 +298,7 @@ def test_unwritable_output_folder(dock, stripes, tmp_path):
 
 
 def test_failed_job_goes_to_the_message_bar(dock, stripes, tmp_path):
-    r, _ = add_layers(stripes[0])
-    dock.raster_box.setLayer(r)
-    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
+    choose(dock, stripes[0])
     dock.out_widget.setFilePath(str(tmp_path / "out"))
     dock.model_box.addItem("gone", str(tmp_path / "deleted-bundle"))
     dock.model_box.setCurrentIndex(dock.model_box.count() - 1)
@@ -296,10 +309,7 @@ def test_failed_job_goes_to_the_message_bar(dock, stripes, tmp_path):
 
 
 def test_second_job_is_queued_and_cancel_leaves_no_output(dock, tmp_path):
-    big = make_tif(tmp_path / "big.tif", spectra(20, 1024, 1024), gt=NORTH_UP, wavelengths=WL20)
-    r, _ = add_layers(big)
-    dock.raster_box.setLayer(r)
-    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
+    choose(dock, make_tif(tmp_path / "big.tif", spectra(20, 1024, 1024), gt=NORTH_UP, wavelengths=WL20))
     dock.out_widget.setFilePath(str(tmp_path / "out"))
     dock.model_box.setCurrentIndex(dock.model_box.findData("__clusters__"))
     first = dock.classify()
@@ -327,14 +337,12 @@ def test_no_engine_environment_gives_guidance(tmp_path):
     assert "Traceback" not in message
 
 
-def test_dock_without_engine_shows_guidance_not_a_traceback():
-    from qgis.gui import QgsMessageBar
-    from specaware_qgis.dock import SpecAwareDock
+def test_dock_without_engine_shows_guidance_not_a_traceback(make_dock):
     from specaware_qgis.environment import EngineEnvironment
     from specaware_qgis.settings import Engine
     engine = Engine(search=lambda configured: EngineEnvironment(None, "none", "No Python with PyTorch was found "
                                                                 "for the SpecAware engine (test)."))
-    d = SpecAwareDock(QgsMessageBar(), engine=engine)
+    d = make_dock(engine=engine)
     wait_for(lambda: not d.tasks, what="the engine check")
     assert "No Python with PyTorch was found" in d.status_label.text()
     assert not d.create_env_button.isHidden()
@@ -393,14 +401,12 @@ def base_shaped_file(tmp_path_factory):
     return path
 
 
-def test_weights_download_resumes_an_interrupted_transfer_and_is_checked(base_shaped_file, tmp_path):
-    from qgis.gui import QgsMessageBar
+def test_weights_download_resumes_an_interrupted_transfer_and_is_checked(base_shaped_file, tmp_path, make_dock):
     from specaware_qgis import settings
-    from specaware_qgis.dock import SpecAwareDock
     size = base_shaped_file.stat().st_size
     server = RangeServer(base_shaped_file, drop_first_at=size // 3)
     try:
-        d = SpecAwareDock(QgsMessageBar())
+        d = make_dock()
         d.url_edit.setText(server.url)
         task = d.get_weights()
         wait_for(lambda: task not in d.tasks, what="the download")
@@ -433,13 +439,11 @@ def test_cancelled_download_keeps_the_part_for_a_later_resume(base_shaped_file, 
     assert dest.stat().st_size == base_shaped_file.stat().st_size
 
 
-def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
-    from qgis.gui import QgsMessageBar
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, make_dock):
     from specaware_qgis import settings
-    from specaware_qgis.dock import SpecAwareDock
     bogus = tmp_path / "notes.pth"
     bogus.write_bytes(b"not a checkpoint")
-    d = SpecAwareDock(QgsMessageBar())
+    d = make_dock()
     task = d.use_weights(str(bogus))
     wait_for(lambda: task not in d.tasks, what="the check")
     assert task.error and "notes.pth" in task.error and settings.get("checkpoint") == ""

@@ -159,6 +159,7 @@ def diagnostics_job(params: dict, progress=None, cancel=None, runtime=None) -> d
     return {"engine": __version__, "python": sys.version.split()[0], "executable": sys.executable,
             "platform": platform.platform(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "cuda_available": torch.cuda.is_available(), "gdal": gdal.__version__, "numpy": np.__version__,
+            "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "device": runtime.device_name if runtime else "CPU", "data_dir": str(data_dir())}
 
 

@@ -79,6 +79,7 @@ class SpecAwareDock(QgsDockWidget):
         self.profile_files: dict[str, str] = {}
         self._pending: set = set()  # sensor checks waiting for the event loop
         self.closing = False
+        self.device_text = "CPU"  # until the engine check says otherwise
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.addWidget(self._classify_section())
@@ -342,9 +343,10 @@ class SpecAwareDock(QgsDockWidget):
                    on_error=lambda t: self._no_engine(str(t.error)))
 
     def _engine_ready(self, task: EngineTask) -> None:
-        diag, models, profiles = task.results
-        self.status_label.setText(f"Engine: {self.engine.environment.message}. Device: {diag['device']}"
-                                  f"{' (CUDA available)' if diag.get('cuda_available') else ''}. Idle.")
+        diag, models, profiles = task.results  # asked of the quick worker, which always runs on the CPU
+        gpu = diag.get("cuda_device") if settings.get("device") != "cpu" else None
+        self.device_text = f"CUDA: {gpu}" if gpu else "CPU"
+        self.status_label.setText(f"Engine: {self.engine.environment.message}. Device: {self.device_text}. Idle.")
         self.create_env_button.setVisible(False)
         self.fill_models(models["models"])
         for box in (self.profile_box, self.before_profile, self.after_profile):
@@ -420,15 +422,13 @@ class SpecAwareDock(QgsDockWidget):
             else:
                 self.say(f"{task.description()} failed: {task.error}", Qgis.Critical)
         current = self._current()
-        if current is None:
+        if current is not None:
+            self.status_label.setText(f"{current.description()}: {current.last_message or 'running'}")
+        elif not task.quiet:
             self.progress.setVisible(False)
             self.cancel_button.setEnabled(False)
-            if task.error is None or not task.quiet:
-                device = (self.engine.main.device_name if self.engine.main else None) or "CPU"
-                self.status_label.setText(f"Engine: {device}. Idle." if self.engine.environment and
-                                          self.engine.environment.ok else self.status_label.text())
-        else:
-            self.status_label.setText(f"{current.description()}: {current.last_message or 'running'}")
+            device = (self.engine.main.device_name if self.engine.main else None) or self.device_text
+            self.status_label.setText(f"Engine: {device}. Idle.")
 
     def _no_engine(self, message: str) -> None:
         self.status_label.setText(f"<span style='color:#b00020'>{message}</span>")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from qgis.core import QgsSettings
@@ -37,6 +38,7 @@ class Engine:
 
     def __init__(self, search=find_engine):
         self.search = search  # how to locate the engine's Python (given the configured one)
+        self.lock = threading.Lock()  # tasks start on several threads; one of them finds the engine
         self.environment: EngineEnvironment | None = None
         self.main: EngineClient | None = None
         self.quick: EngineClient | None = None
@@ -49,10 +51,11 @@ class Engine:
 
     def find(self, refresh: bool = False) -> EngineEnvironment:
         """Locate the engine's Python once per session (probing imports torch: seconds)."""
-        if self.environment is None or refresh or not self.environment.ok:
-            self.shutdown()
-            self.environment = self.search(get("engine_python") or None)
-        return self.environment
+        with self.lock:
+            if self.environment is None or refresh or not self.environment.ok:
+                self.shutdown()
+                self.environment = self.search(get("engine_python") or None)
+            return self.environment
 
     def env(self) -> dict:
         ckpt = get("checkpoint")
@@ -65,10 +68,12 @@ class Engine:
         if not environment.ok:
             raise EngineJobError(environment.message)
         attr = "quick" if quick else "main"
-        client = getattr(self, attr)
-        if client is None or client.python != environment.python:
-            client = EngineClient(environment.python, "cpu" if quick else get("device") or "auto", self.env(), attr)
-            setattr(self, attr, client)
+        with self.lock:
+            client = getattr(self, attr)
+            if client is None or client.python != environment.python:
+                client = EngineClient(environment.python, "cpu" if quick else get("device") or "auto", self.env(),
+                                      attr)
+                setattr(self, attr, client)
         client.configure(self.env())
         return client
 

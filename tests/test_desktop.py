@@ -1,6 +1,6 @@
 """End to end in the real QGIS desktop app under Xvfb: deploy the plugin into a fresh profile, open a project
-with the demo scene and polygons, press Fine-tune then Classify in the dock, check the styled result, take a
-screenshot, unload the plugin."""
+with the demo scene, a second date and the polygons, press Fine-tune, Classify and Detect changes in the dock,
+export the change polygons, check the styled results, take a screenshot, unload the plugin."""
 import json
 import shutil
 import subprocess
@@ -43,7 +43,9 @@ def demo_project(folder: Path) -> Path:
     bands = tuple(int(np.abs(wl - w).argmin()) + 1 for w in (860, 650, 550))
     names = sorted(scene.class_names)
     colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"][:len(names)]
+    second = make_scene(folder / "second", size=96, seed=1)  # another layout on the same grid: a second date
     project = QgsProject()
+    project.addMapLayer(layers.rgb_layer(second.raster, bands, "scene (second date)"))
     project.addMapLayer(layers.rgb_layer(scene.raster, bands, "scene"))
     project.addMapLayer(layers.polygon_layer(scene.polygons, "class", names, colors, "training polygons"))
     path = folder / "demo.qgz"
@@ -88,6 +90,8 @@ def test_dock_in_the_real_qgis_desktop(qgis_app, xvfb, tmp_path):
     assert Path(state["source"]).with_suffix(".qml").is_file()
     assert any("Model e2e-demo trained" in m for m in state["messages"])
     assert final["leftovers"] == {"actions": [], "docks": [], "menus": [], "provider": False}
+    assert Path(state["exported"]).is_file() and state["change_group"].startswith("SpecAware change")
+    assert state["change_layers"][:2] == ["change polygons", "change"]
     assert shot.stat().st_size > 20000
 
 

@@ -84,3 +84,23 @@ def test_qgis_process_runs_the_deployed_plugin(deployed, tmp_path):
     assert classes.is_file() and classes.with_suffix(".qml").is_file()
     assert "paletted" in classes.with_suffix(".qml").read_text()
     assert Path(out["REPORT"]).read_text().count("cluster ") >= 3
+
+
+def test_qgis_process_fine_tunes_classifies_and_detects_change(deployed, tmp_path):
+    from osgeo import gdal
+    from scenes import NORTH_UP, stripe_polygons, write_polygons
+    from test_engine_io import WL20, make_tif
+    raster, truth = labelled_raster(tmp_path / "scene.tif")
+    polygons = write_polygons(tmp_path / "train.gpkg", stripe_polygons())
+    trained = qgis_process(deployed, "specaware:finetune", INPUT=raster, POLYGONS=polygons, CLASS_FIELD="class",
+                           NAME="qp-stripes", EPOCHS=3)
+    assert Path(trained["BUNDLE"]).name == "qp-stripes"
+    mapped = qgis_process(deployed, "specaware:classify", INPUT=raster, MODEL="qp-stripes", OUTPUT=tmp_path / "map")
+    assert (gdal.Open(mapped["CLASSES"]).ReadAsArray() == truth).mean() > 0.8
+    cube = gdal.Open(str(raster)).ReadAsArray()
+    cube[:, 10:30, 4:14] = cube[:, 10:30, 40:41]
+    after = make_tif(tmp_path / "after.tif", cube, gt=NORTH_UP, wavelengths=WL20)
+    change = qgis_process(deployed, "specaware:detectchange", BEFORE=raster, AFTER=after, MIN_AREA=20,
+                          OUTPUT=tmp_path / "change")
+    assert change["CHANGED_HA"] > 0 and Path(change["POLYGONS"]).is_file()
+    assert Path(change["CHANGE"]).with_suffix(".qml").is_file()

@@ -98,7 +98,11 @@ def check_result():
     d = dock()
     if d.tasks:
         return False
-    group = QgsProject.instance().layerTreeRoot().children()[0]
+    root = QgsProject.instance().layerTreeRoot()
+    group = next(g for g in root.children() if g.name().startswith("SpecAware classes"))
+    for other in root.children():  # the screenshot shows the class map; the change layers stay listed
+        if other.name().startswith("SpecAware change"):
+            other.setItemVisibilityChecked(False)
     classes = group.children()[0].layer()
     renderer = classes.renderer()
     if not isinstance(renderer, QgsPalettedRasterRenderer):
@@ -109,6 +113,37 @@ def check_result():
     report("ready for screenshot", group=group.name(), layer=classes.name(), source=classes.source(),
            classes=[[c.value, c.label, c.color.name()] for c in renderer.classes()],
            messages=[i.text() for i in iface.messageBar().items()])
+    return True
+
+
+def start_change():
+    """The Change section: the scene against a second date, unsupervised, then the change polygons exported."""
+    d = dock()
+    if d.tasks:
+        return False
+    d.before_box.setLayer(layer("scene"))
+    d.after_box.setLayer(layer("scene (second date)"))
+    if d.before_label.info is None or d.after_label.info is None:
+        return False
+    d.mode_box.setCurrentIndex(d.mode_box.findData("unsupervised"))
+    d.min_area_spin.setValue(50.0)
+    click(d.detect_button)
+    if not d.tasks:
+        raise RuntimeError("Detect changes started nothing: " + " | ".join(i.text() for i in iface.messageBar().items()))
+    report("detecting changes")
+    return True
+
+
+def export_change():
+    d = dock()
+    if d.tasks:
+        return False
+    if not d.export_button.isEnabled():
+        raise RuntimeError("no change result: " + " | ".join(i.text() for i in iface.messageBar().items()))
+    path = d.export_change_polygons(os.environ["SPECAWARE_E2E_OUT"] + "/exported_changes.gpkg")  # the button's
+    group = QgsProject.instance().layerTreeRoot().children()[0]  # file dialog, answered with this path
+    report("change exported", exported=path, change_group=group.name(),
+           change_layers=[c.layer().name() for c in group.children()])
     return True
 
 
@@ -151,6 +186,7 @@ def tick():
     QTimer.singleShot(500, tick)
 
 
-steps.extend([open_dock, engine_ready, start_finetune, start_classify, check_result, unload, check_unloaded])
+steps.extend([open_dock, engine_ready, start_finetune, start_classify, start_change, export_change, check_result,
+              unload, check_unloaded])
 report("script loaded")
 QTimer.singleShot(1000, tick)

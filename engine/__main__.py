@@ -147,8 +147,7 @@ def cmd_pretrain(args) -> int:
     """Single process, or one rank of a torchrun launch."""
     from .distributed import process_group
     from .pretrain import PretrainConfig, pretrain
-    known = set(PretrainConfig.__dataclass_fields__)
-    cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k in known and v is not None})
+    cfg = PretrainConfig.from_params(vars(args))
     with process_group(args.device) as ranks:
         r = pretrain(args.data, args.out, cfg, ranks, args.init, args.preset, args.resume,
                      _progress if ranks.main else None)

@@ -52,8 +52,9 @@ def classify_cells(raster: str, model: str, out: str, cell_size: int | None = No
         zone_feats, notes = read_features(zones, None, ds)  # reprojected, repaired, those off the raster skipped
         ids = rasterize(zone_feats, ds, list(range(1, len(zone_feats) + 1)))
         n = len(zone_feats) + 1  # id 0 of the zone raster is "no zone"
-    if load_bundle(model).meta.get("task") == "cells":
-        probs, counts, names, facts = _pooled_cells(model, source, raster, runtime, cell_size, ids, n,
+    bundle = load_bundle(model)
+    if bundle.meta.get("task") == "cells":
+        probs, counts, names, facts = _pooled_cells(bundle, source, raster, runtime, cell_size, ids, n,
                                                     progress, cancel)
     else:
         probs, counts, names, facts = _averaged_pixels(model, source, raster, runtime, cell_size, ids, n,
@@ -137,14 +138,11 @@ def _averaged_pixels(model, source, raster, runtime, cell_size, ids, n, progress
     return sums / np.maximum(counts, 1)[:, None], counts, names, facts
 
 
-def _pooled_cells(model, source, raster, runtime, cell_size, ids, n, progress, cancel):
+def _pooled_cells(bundle, source, raster, runtime, cell_size, ids, n, progress, cancel):
     """A cell model (pooled-token head): each cell classified as a whole from windows around it."""
-    from .classify import check_sensor_overlap
+    from .classify import bundle_network
     from .model.segmenter import SpectralInput
-    from .sensors import SensorProfile
-    bundle = load_bundle(model)
-    check_sensor_overlap(SensorProfile.from_dict(bundle.meta["profile"]), source, raster)
-    net = runtime.cached(bundle.cache_key, lambda: bundle.build().to(runtime.device))
+    net = bundle_network(bundle, source, raster, runtime)
     S = min(bundle.meta["tile"], window_size(source, net.cfg.patch_size))
     W, H = source.width, source.height
     if cell_size is not None:

@@ -43,11 +43,16 @@ def check_sensor_overlap(trained: SensorProfile, source: RasterSource, raster: s
                       "known areas", SpecAwareWarning, stacklevel=2)
 
 
+def bundle_network(bundle, source: RasterSource, raster: str, runtime: Runtime):
+    """A bundle's network on the runtime's device (kept warm), after checking the raster's bands against it."""
+    check_sensor_overlap(SensorProfile.from_dict(bundle.meta["profile"]), source, raster)
+    return runtime.cached(bundle.cache_key, lambda: bundle.build().to(runtime.device))
+
+
 def bundle_classifier(model: str, source: RasterSource, raster: str, runtime: Runtime):
     """(probabilities of a tile batch, class names, colours, tile size, facts) for a bundle on this raster."""
     bundle = load_bundle(model)
-    check_sensor_overlap(SensorProfile.from_dict(bundle.meta["profile"]), source, raster)
-    net = runtime.cached(bundle.cache_key, lambda: bundle.build().to(runtime.device))
+    net = bundle_network(bundle, source, raster, runtime)
     spec = SpectralInput.from_source(source)
     classes = bundle.meta["classes"]
     facts = {"model": str(bundle.path), "backbone": bundle.meta.get("backbone"), "head": bundle.meta["head"]}

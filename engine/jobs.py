@@ -102,8 +102,7 @@ def pretrain_job(params: dict, progress=None, cancel=None, runtime=None) -> dict
     """MAE pre-training in this process (several GPUs or nodes: `torchrun ... -m engine pretrain`)."""
     from .distributed import Ranks
     from .pretrain import PretrainConfig, pretrain
-    known = set(PretrainConfig.__dataclass_fields__)
-    cfg = PretrainConfig(**{k: params[k] for k in known if params.get(k) is not None})
+    cfg = PretrainConfig.from_params(params)
     data = params["data"] if isinstance(params["data"], list) else [params["data"]]
     device = runtime.device if runtime else __import__("torch").device("cpu")
     return pretrain(data, params["out"], cfg, Ranks(device=device), params.get("init"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import EngineError
+from .report import atomic_write_text
 
 MAX_INVALID = 0.2  # the authors skip patches with more than 20 % invalid values
 LEVEL_MAX = {"L1": 100.0, "L2": 2.5}  # radiance (µW cm⁻² sr⁻¹ nm⁻¹) and reflectance ceilings
@@ -181,13 +183,11 @@ def write_patches(rasters: list[str | Path], out: str | Path, patch: int = 64) -
         rows.append({"id": r.id, "filename": name, "GSD": f"{r.gsd:g}",
                      "wavelength": " ".join(f"{v:.3f}" for v in r.wavelength),
                      "fwhm": " ".join(f"{v:.3f}" for v in r.fwhm), "sensor": r.sensor, "level": r.level})
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as f:
-        w = csv.DictWriter(f, MANIFEST_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, out / "manifest.csv")
-    return out / "manifest.csv"
+    text = io.StringIO()
+    w = csv.DictWriter(text, MANIFEST_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write_text(out / "manifest.csv", text.getvalue())
 
 
 class GroupedBatchSampler(torch.utils.data.Sampler):

@@ -26,6 +26,7 @@ from .model.config import SpecAwareConfig, preset
 from .model.mae import SpecAwareMAE
 from .model.weights import load_checkpoint
 from .patches import GroupedBatchSampler, PatchSet, find_records, raster_records
+from .report import atomic_write_text
 
 CSV_FIELDS = ["step", "epoch", "loss", "lr", "view_px", "bands", "samples", "seconds"]
 
@@ -47,6 +48,11 @@ class PretrainConfig:
     checkpoint_every: int = 100
     keep: int = 3
     seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict) -> "PretrainConfig":
+        """The fields given (not None) in a job's params or the CLI's options; defaults for the rest."""
+        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if params.get(k) is not None})
 
 
 # Progressive multi-view schedule: (until this fraction of training, spatial share of the patch, spectral share).
@@ -293,9 +299,7 @@ class Pretrainer:
         """The MAE state dict in the published checkpoint's key layout, and a manifest beside it."""
         save_atomic({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, path)
         manifest = path.with_name("manifest.json") if path.name == "backbone.pth" else path.with_suffix(".json")
-        tmp = manifest.with_name(f".{manifest.name}.part")
-        tmp.write_text(json.dumps({**summary, "backbone": str(path)}, indent=1))
-        os.replace(tmp, manifest)
+        atomic_write_text(manifest, json.dumps({**summary, "backbone": str(path)}, indent=1))
 
 
 def plot_losses(csv_path: Path, png_path: Path, width: int = 640, height: int = 320) -> None:

@@ -274,7 +274,7 @@ class SpecAwareDock(QgsDockWidget):
         self.checkpoint_widget = QgsFileWidget()
         self.checkpoint_widget.setFilter("PyTorch checkpoint (*.pth *.pt)")
         self.checkpoint_widget.setFilePath(settings.get("checkpoint"))
-        self.checkpoint_widget.fileChanged.connect(lambda p: self.use_weights(p) if p else settings.put("checkpoint", ""))
+        self.checkpoint_widget.fileChanged.connect(lambda p: self.get_weights(p) if p else settings.put("checkpoint", ""))
         self.weights_button = QPushButton("Get SpecAware-Base weights")
         self.weights_button.clicked.connect(self.get_weights)
         self.url_edit = QLineEdit(settings.get("weights_url"))
@@ -683,9 +683,6 @@ class SpecAwareDock(QgsDockWidget):
         self.tasks.append(task)
         QgsApplication.taskManager().addTask(task)
         return task
-
-    def use_weights(self, path: str) -> QgsTask:
-        return self.get_weights(path)
 
     def _weights_done(self, task) -> None:
         if task in self.tasks:

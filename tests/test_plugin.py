@@ -444,7 +444,7 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, make_dock):
     bogus = tmp_path / "notes.pth"
     bogus.write_bytes(b"not a checkpoint")
     d = make_dock()
-    task = d.use_weights(str(bogus))
+    task = d.get_weights(str(bogus))
     wait_for(lambda: task not in d.tasks, what="the check")
     assert task.error and "notes.pth" in task.error and settings.get("checkpoint") == ""
 

@@ -38,6 +38,11 @@ def layer(name):
     return found[0]
 
 
+def bar_text() -> str:
+    """What the message bar says now, for a failure report."""
+    return " | ".join(i.text() for i in iface.messageBar().items())
+
+
 def click(button) -> None:
     QTest.mouseClick(button, Qt.LeftButton)
 
@@ -77,7 +82,7 @@ def start_finetune():
     d.out_widget.setFilePath(os.environ["SPECAWARE_E2E_OUT"])
     click(d.finetune_button)
     if not d.tasks:
-        raise RuntimeError("Fine-tune started nothing: " + " | ".join(i.text() for i in iface.messageBar().items()))
+        raise RuntimeError("Fine-tune started nothing: " + bar_text())
     report("fine-tuning", sensor=d.profile_label.text())
     return True
 
@@ -88,7 +93,7 @@ def start_classify():
         return False
     if not d.model_box.currentText().startswith("e2e-demo"):
         raise RuntimeError(f"the new model is not selected: {d.model_box.currentText()!r}; messages: "
-                           + " | ".join(i.text() for i in iface.messageBar().items()))
+                           + bar_text())
     click(d.classify_button)
     report("classifying", model=d.model_box.currentText())
     return True
@@ -129,7 +134,7 @@ def start_change():
     d.min_area_spin.setValue(50.0)
     click(d.detect_button)
     if not d.tasks:
-        raise RuntimeError("Detect changes started nothing: " + " | ".join(i.text() for i in iface.messageBar().items()))
+        raise RuntimeError("Detect changes started nothing: " + bar_text())
     report("detecting changes")
     return True
 
@@ -139,7 +144,7 @@ def export_change():
     if d.tasks:
         return False
     if not d.export_button.isEnabled():
-        raise RuntimeError("no change result: " + " | ".join(i.text() for i in iface.messageBar().items()))
+        raise RuntimeError("no change result: " + bar_text())
     path = d.export_change_polygons(os.environ["SPECAWARE_E2E_OUT"] + "/exported_changes.gpkg")  # the button's
     group = QgsProject.instance().layerTreeRoot().children()[0]  # file dialog, answered with this path
     report("change exported", exported=path, change_group=group.name(),

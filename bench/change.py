@@ -22,11 +22,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
-from engine.change import BINS, detect_change, otsu  # noqa: E402
-from engine.finetune import finetune  # noqa: E402
-from engine.train import TrainConfig  # noqa: E402
-from engine.metrics import score  # noqa: E402
-from engine.report import atomic_write_text  # noqa: E402
+from engine.core.files import atomic_write_text  # noqa: E402
+from engine.learn.metrics import score  # noqa: E402
+from engine.service.jobs import call  # noqa: E402
+from engine.tasks.change.job import BINS  # noqa: E402
+from engine.tasks.change.measures import otsu  # noqa: E402
 
 TAIZHOU = (ROOT / ".." / "shared" / "data" / "change_landsat_taizhou").resolve()
 
@@ -111,7 +111,8 @@ def main() -> int:
         rows[label] = {**scores(ref, cva(files[0], files[1], std)), "seconds": round(time.perf_counter() - t, 2)}
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        res = detect_change(str(files[0]), str(files[1]), tmp, preset_name=args.preset, backbone="random")
+        res = call("change", before=str(files[0]), after=str(files[1]), out=tmp, preset=args.preset,
+                   backbone="random")
         change = gdal.Open(str(Path(tmp) / "change.tif")).ReadAsArray()
         pred = np.where(change == 1, 2, np.where(change == 0, 1, 0))
         rows[f"SpecAware unsupervised ({args.preset}, random init)"] = {
@@ -123,12 +124,13 @@ def main() -> int:
                 t = time.perf_counter()
                 train = sample_pixels(ref, n, seed)
                 points = write_points(Path(tmp) / f"points-{n}-{seed}.gpkg", train, files[0])
-                finetune(str(files[0]), str(points), "class", str(Path(tmp) / f"model-{n}-{seed}"), task="change",
-                         after=str(files[1]), preset_name=args.preset, backbone="random", val_fraction=0,
-                         train=TrainConfig(epochs=20, window=32, batch_size=8, windows_per_epoch=64,
-                                           frozen_pool=128, lr=3e-3, seed=seed), overwrite=True)
+                call("finetune", raster=str(files[0]), polygons=str(points), class_field="class",
+                     out=str(Path(tmp) / f"model-{n}-{seed}"), task="change", after=str(files[1]),
+                     preset=args.preset, backbone="random", val_fraction=0, epochs=20, window=32, batch_size=8,
+                     windows_per_epoch=64, frozen_pool=128, lr=3e-3, seed=seed, overwrite=True)
                 out = Path(tmp) / f"out-{n}-{seed}"
-                detect_change(str(files[0]), str(files[1]), str(out), model=str(Path(tmp) / f"model-{n}-{seed}"))
+                call("change", before=str(files[0]), after=str(files[1]), out=str(out),
+                     model=str(Path(tmp) / f"model-{n}-{seed}"))
                 change = gdal.Open(str(out / "change.tif")).ReadAsArray()
                 pred = np.where(change == 1, 2, np.where(change == 0, 1, 0))
                 runs.append({**scores(np.where(train > 0, 0, ref), pred), "seconds": time.perf_counter() - t})

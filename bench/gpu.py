@@ -34,7 +34,7 @@ def peak_tflops(name: str) -> float | None:
 
 
 def spectral_inputs(batch: int, device):
-    from engine.sensors import builtin_profiles
+    from engine.io.sensors import builtin_profiles
     prof = builtin_profiles()["aviris_ng"]
     wl = torch.tensor(prof.wavelength_nm, dtype=torch.float32, device=device).expand(batch, -1)
     fw = torch.tensor(prof.fwhm_nm, dtype=torch.float32, device=device).expand(batch, -1)
@@ -112,7 +112,7 @@ def classify_model_throughput(batch: int, seconds: float) -> dict:
     """The classification model (encoder, light head, per-pixel head) in bf16: what Classify asks of the GPU."""
     from engine.model import preset
     from engine.model.segmenter import SpectralInput, build_segmenter
-    from engine.sensors import builtin_profiles
+    from engine.io.sensors import builtin_profiles
     prof = builtin_profiles()["aviris_ng"]
     model = build_segmenter(preset(PRESET), "light", 6).to(DEV).eval()
     spec = SpectralInput(tuple(prof.wavelength_nm), tuple(prof.fwhm_nm), 3.0, "avng", "L2")
@@ -130,14 +130,14 @@ def classify_vs_read(lines: int) -> dict:
     """Classify a synthetic AVIRIS-NG raster with a Base-sized bundle; compare with a raw read of its windows."""
     from streaming import OUT as SOUT
     from streaming import make_envi
-    from engine.bundles import save_bundle
-    from engine.classify import classify
+    from engine.core.runtime import Runtime
+    from engine.io.raster import RasterSource
+    from engine.io.sensors import builtin_profiles
+    from engine.io.tiling import TileGrid
+    from engine.model.bundles import save_bundle
     from engine.model.config import preset
     from engine.model.segmenter import build_segmenter
-    from engine.runtime import Runtime
-    from engine.raster import RasterSource
-    from engine.sensors import builtin_profiles, profile_for_raster
-    from engine.tiling import TileGrid
+    from engine.service.jobs import call
     SOUT.mkdir(parents=True, exist_ok=True)
     path = make_envi(SOUT / f"gpu_{lines}.img", lines)
     cfg = preset(PRESET)
@@ -146,8 +146,8 @@ def classify_vs_read(lines: int) -> dict:
     meta = {"preset_config": cfg.to_dict(), "head": "light", "tile": TILE,
             "classes": {"names": [f"c{i}" for i in range(6)], "colors": ["#000000"] * 6},
             "profile": prof.to_dict(), "backbone": "random (throughput only)"}
-    bundle = save_bundle("gpu-bench", model.state_dict(), meta, overwrite=True, directory=SOUT / "models")
-    src = RasterSource(str(path), profile_for_raster(str(path)))
+    bundle = save_bundle(SOUT / "models" / "gpu-bench", model.state_dict(), meta, overwrite=True)
+    src = RasterSource.open(str(path))
     grid = TileGrid(src.width, src.height, TILE, 32)
     bands = [b + 1 for b in src.bands]
 
@@ -160,9 +160,10 @@ def classify_vs_read(lines: int) -> dict:
     raw_read()
     raw = time.perf_counter() - t0
     runtime = Runtime(DEV.type)
-    classify(str(path), str(SOUT / "gpu_classified"), model=str(bundle), runtime=runtime)  # warm: cuDNN, cache
+    job = dict(raster=str(path), out=str(SOUT / "gpu_classified"), model=str(bundle))
+    call("classify", runtime=runtime, **job)  # warm: cuDNN, cache
     t0 = time.perf_counter()
-    classify(str(path), str(SOUT / "gpu_classified"), model=str(bundle), runtime=runtime)
+    call("classify", runtime=runtime, **job)
     pipe = time.perf_counter() - t0
     gb = path.stat().st_size / 1e9
     return {"raster_gb": round(gb, 2), "raw_read_s": round(raw, 2), "classify_s": round(pipe, 2),

@@ -24,16 +24,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
-from engine.bundles import save_bundle  # noqa: E402
-from engine.classify import classify  # noqa: E402
-from engine.finetune import init_model  # noqa: E402
-from engine.metrics import score  # noqa: E402
-from engine.pretrain import adapt  # noqa: E402
-from engine.raster import RasterSource, open_raster  # noqa: E402
-from engine.report import atomic_write_text  # noqa: E402
-from engine.samples import load_labels  # noqa: E402
-from engine.sensors import profile_for_raster  # noqa: E402
-from engine.train import TrainConfig, Trainer  # noqa: E402
+from engine.core.files import atomic_write_text  # noqa: E402
+from engine.learn.metrics import score  # noqa: E402
+from engine.learn.trainer import TrainConfig  # noqa: E402
+from engine.service.jobs import call  # noqa: E402
 from real_scenes import DATA, GT, abu, label_squares, samson, write_geotiff  # noqa: E402
 from scenes import rect, write_polygons  # noqa: E402
 
@@ -44,18 +38,13 @@ ARM_A, ARM_B = "SpecAware (a) random init", "SpecAware (b) + scene MAE"
 
 def specaware_arm(raster: Path, polygons: Path, truth_test: np.ndarray, names, seed: int, backbone: str,
                   train_cfg: TrainConfig, work: Path) -> dict:
-    ds = open_raster(raster)
-    prof = profile_for_raster(raster, ds)
-    source = RasterSource(raster, prof, ds)
-    labels = load_labels(ds, polygons, "class", val_fraction=0, seed=seed)
-    torch.manual_seed(seed)
-    model, provenance, _ = init_model("small", "light", len(labels.scheme.names), backbone)
-    result = Trainer(model, source, labels, TrainConfig(**{**train_cfg.to_dict(), "seed": seed}),
-                     torch.device("cpu")).run()
-    meta = {"preset_config": model.cfg.to_dict(), "head": "light", "classes": labels.scheme.to_dict(),
-            "profile": prof.to_dict(), "tile": train_cfg.window, "backbone": provenance}
-    bundle = save_bundle(f"bench-{seed}", result.state_dict, meta, overwrite=True, directory=work / "models")
-    out = classify(str(raster), str(work / "map"), model=str(bundle))
+    """Fine-tune (small preset, light head, no validation split) and classify, through the engine's jobs."""
+    trained = call("finetune", raster=str(raster), polygons=str(polygons), class_field="class",
+                   out=str(work / "models" / f"bench-{seed}"), preset="small", head="light", backbone=backbone,
+                   val_fraction=0, epochs=train_cfg.epochs, window=train_cfg.window, batch_size=train_cfg.batch_size,
+                   windows_per_epoch=train_cfg.windows_per_epoch, frozen_pool=train_cfg.frozen_pool,
+                   lr=train_cfg.lr, seed=seed, overwrite=True)
+    out = call("classify", raster=str(raster), out=str(work / "map"), model=trained["bundle"])
     pred = gdal.Open(out["outputs"][0]).ReadAsArray()
     return score(truth_test, pred, names)
 
@@ -103,8 +92,8 @@ def main() -> int:
                   f"{scene.note}", flush=True)
             t0 = time.perf_counter()
             adapted = str(tmp / f"{name}-adapted.pth")  # `engine adapt`: the same path a user takes
-            summary = adapt([str(raster)], adapted, args.adapt_seconds / 60, backbone="random", preset_name="small",
-                            patch=32)
+            summary = call("adapt", raster=[str(raster)], out=adapted, minutes=args.adapt_seconds / 60,
+                           backbone="random", preset="small", patch=32)
             adaptation[name] = summary
             print(f"  MAE adaptation: {summary['steps']} steps in {summary['seconds']} s, loss "
                   f"{summary['loss_first']:.4f} → {summary['loss_last']:.4f}", flush=True)

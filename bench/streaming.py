@@ -30,7 +30,7 @@ def make_envi(path: Path, lines: int) -> Path:
     """A BIL int16 ENVI file with AVIRIS-NG wavelengths, written in chunks (never whole in memory)."""
     if path.exists() and path.stat().st_size == lines * WIDTH * BANDS * 2:
         return path
-    from engine.sensors import builtin_profiles
+    from engine.io.sensors import builtin_profiles
     prof = builtin_profiles()["aviris_ng"]
     rng = np.random.default_rng(0)
     base = (rng.random((BANDS, WIDTH)) * 4000 + 500).astype(np.int16)
@@ -50,11 +50,11 @@ def make_envi(path: Path, lines: int) -> Path:
 
 
 def child(mode: str, path: str) -> None:
-    from engine.infer import classify_to_geotiffs
-    from engine.raster import RasterSource
-    from engine.sensors import profile_for_raster
-    from engine.tiling import TileGrid
-    src = RasterSource(path, profile_for_raster(path))
+    from engine.io.raster import RasterSource
+    from engine.io.tiling import TileGrid
+    from engine.io.writers import OutputSet
+    from engine.tasks.classify import classify_to_geotiffs
+    src = RasterSource.open(path)
     t0 = time.perf_counter()
     if mode == "raw":
         grid = TileGrid(src.width, src.height, TILE, OVERLAP)
@@ -65,8 +65,11 @@ def child(mode: str, path: str) -> None:
                 src.ds.ReadAsArray(x, y, w, h, band_list=bands)
     else:
         out = Path(path).with_name(Path(path).stem + "_out")
-        classify_to_geotiffs(src, lambda b: np.zeros((b.shape[0], 4) + b.shape[2:], np.float32),
-                             ["a", "b", "c", "d"], [(0, 0, 0)] * 4, out, tile=TILE, overlap=OVERLAP, batch_size=4)
+        with OutputSet(out, ["classes.tif", "confidence.tif"]) as outputs:
+            classify_to_geotiffs(src, lambda b: np.zeros((b.shape[0], 4) + b.shape[2:], np.float32),
+                                 ["a", "b", "c", "d"], [(0, 0, 0)] * 4, outputs, tile=TILE, overlap=OVERLAP,
+                                 batch_size=4)
+            outputs.commit()
     print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib()}))
 
 

@@ -37,7 +37,7 @@ def engine_root() -> Path:
 
 
 class EngineClient:
-    """One long-lived worker (`python -m engine.worker`) that keeps the model warm between jobs."""
+    """One long-lived worker (`python -m engine.service.worker`) that keeps the model warm between jobs."""
 
     def __init__(self, python: str, device: str = "auto", env: dict | None = None, name: str = "engine"):
         self.python, self.device, self.name = python, device, name
@@ -63,8 +63,8 @@ class EngineClient:
         self.events = queue.Queue()
         self.stderr.clear()
         try:
-            self.proc = subprocess.Popen([self.python, "-m", "engine.worker", "--device", self.device], cwd=root,
-                                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            self.proc = subprocess.Popen([self.python, "-m", "engine.service.worker", "--device", self.device],
+                                         cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True, encoding="utf-8", creationflags=flags)
         except OSError as e:
             raise EngineJobError(f"cannot start the engine with {self.python} ({e}); set the engine Python in "

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import REFERENCE, ROOT, need_shared
-from engine.errors import EngineError, SpecAwareWarning
+from engine.core.errors import EngineError, SpecAwareWarning
 from engine.model.spectral import attribute_vector
 
 

@@ -8,12 +8,25 @@ import pytest
 from osgeo import gdal, ogr
 
 from conftest import DATA, ROOT, need_shared
-from engine.change import detect_change
-from engine.errors import EngineError
-from engine.finetune import finetune
-from engine.train import TrainConfig
+from engine.core.errors import EngineError
+from engine.service.jobs import call
 from scenes import MATERIALS, NORTH_UP, labelled_raster, rect, stripe_polygons, write_polygons
 from test_engine_io import ROTATED_GT, WL20, make_tif
+
+
+FAST = dict(epochs=4, window=32, batch_size=4, windows_per_epoch=32, frozen_pool=16, lr=3e-3)
+
+
+def detect_change(before, after, out, **params):
+    return call("change", before=before, after=after, out=out, **params)
+
+
+def finetune(raster, polygons, class_field, out, **params):
+    return call("finetune", raster=raster, polygons=polygons, class_field=class_field, out=out, **params)
+
+
+def classify_cells(raster, model, out, **params):
+    return call("classify-cells", raster=raster, model=model, out=out, **params)
 
 
 @pytest.fixture(autouse=True)
@@ -112,8 +125,7 @@ def test_from_to_with_a_classification_bundle(tmp_path):
     a, _ = labelled_raster(tmp_path / "a.tif")
     b = changed_copy(tmp_path / "b.tif", a)
     polygons = write_polygons(tmp_path / "p.gpkg", stripe_polygons())
-    finetune(str(a), str(polygons), "class", "lc", train=TrainConfig(epochs=4, window=32, batch_size=4,
-                                                                    windows_per_epoch=32, frozen_pool=16, lr=3e-3))
+    finetune(str(a), str(polygons), "class", "lc", **FAST)
     res = detect_change(str(a), str(b), str(tmp_path / "out"), model="lc")
     assert (tmp_path / "out" / "fromto.tif").is_file()
     t = res["transitions_ha"]
@@ -139,11 +151,9 @@ def test_change_cli_on_the_real_landsat_pair(tmp_path, engine_env):
 
 
 def test_classify_cells_on_a_grid_and_on_zones(tmp_path):
-    from engine.cells import classify_cells
     a, truth = labelled_raster(tmp_path / "a.tif")
     polygons = write_polygons(tmp_path / "p.gpkg", stripe_polygons())
-    finetune(str(a), str(polygons), "class", "lc", train=TrainConfig(epochs=4, window=32, batch_size=4,
-                                                                    windows_per_epoch=32, frozen_pool=16, lr=3e-3))
+    finetune(str(a), str(polygons), "class", "lc", **FAST)
     res = classify_cells(str(a), "lc", str(tmp_path / "grid.gpkg"), cell_size=16)
     assert res["cells"] == 9 and res["cells_per_class"] == {"grass": 3, "sand": 3, "water": 3}
     ds = ogr.Open(str(tmp_path / "grid.gpkg"))
@@ -165,7 +175,6 @@ def test_classify_cells_on_a_grid_and_on_zones(tmp_path):
 def test_cell_model_from_labelled_cells_then_pooled_classify_cells(tmp_path, engine_env):
     """finetune --task cells trains the pooled-token head on one label per polygon; classify-cells then
     classifies each grid cell or parcel as a whole."""
-    from engine.cells import classify_cells
     a, _ = labelled_raster(tmp_path / "a.tif")
     cells = [(name, rect(x0 + 2, y, x1 - 2, y + 8)) for name, x0, x1 in (("water", 0, 16), ("grass", 16, 32),
                                                                          ("sand", 32, 48)) for y in range(2, 44, 10)]
@@ -177,7 +186,7 @@ def test_cell_model_from_labelled_cells_then_pooled_classify_cells(tmp_path, eng
     assert r.returncode == 0, r.stderr[-2000:]
     trained = json.loads(r.stdout[r.stdout.index("{"):])
     assert trained["validation"]["oa"] >= 0.8 and trained["validation"]["cells"] >= 3
-    from engine.bundles import load_bundle
+    from engine.model.bundles import load_bundle
     meta = load_bundle("parcels").meta
     assert meta["task"] == "cells" and meta["head"] == "pooled" and meta["tile"] == 32
     res = classify_cells(str(a), "parcels", str(tmp_path / "grid.gpkg"), cell_size=16)
@@ -197,7 +206,7 @@ def test_supervised_change_model_from_polygons(tmp_path):
               ("no change", rect_(30, 2, 46, 8)), ("no change", rect_(2, 30, 20, 46)), ("no change", rect_(30, 30, 46, 46))]
     polygons = write_polygons(tmp_path / "c.gpkg", shapes)
     r = finetune(str(a), str(polygons), "class", "chg", task="change", after=str(b),
-                 train=TrainConfig(epochs=4, window=32, batch_size=4, windows_per_epoch=32, frozen_pool=16, lr=3e-3))
+                 **FAST)
     assert r["labels"]["classes"] == ["change", "no change"]
     res = detect_change(str(a), str(b), str(tmp_path / "out"), model="chg")
     assert res["measure"].startswith("probability of change") and res["threshold"] == 0.5
@@ -208,4 +217,4 @@ def test_supervised_change_model_from_polygons(tmp_path):
     assert inter / union > 0.6, f"IoU of the changed block {inter / union:.2f}"
     with pytest.raises(EngineError, match="one of them 'change'"):
         bad = write_polygons(tmp_path / "bad.gpkg", [("new", rect_(10, 10, 14, 22)), ("old", rect_(30, 2, 46, 8))])
-        finetune(str(a), str(bad), "class", "bad", task="change", after=str(b), train=TrainConfig(epochs=1))
+        finetune(str(a), str(bad), "class", "bad", task="change", after=str(b), epochs=1)

@@ -36,7 +36,7 @@ def xvfb():
 def demo_project(folder: Path) -> Path:
     """The demo's synthetic AVIRIS-NG scene (false colour) and its training polygons, as a .qgz."""
     from qgis.core import QgsProject
-    from engine.synthetic import make_scene
+    from engine.io.synthetic import make_scene
     from specaware_qgis import layers
     scene = make_scene(folder / "scene", size=96)
     wl = np.asarray(json.loads((ROOT / "resources" / "sensors" / "aviris_ng.json").read_text())["wavelength_nm"])

@@ -11,21 +11,28 @@ import torch
 from osgeo import gdal, ogr
 
 from conftest import ROOT
-from engine.bundles import load_bundle
-from engine.classify import classify
-from engine.cluster import kmeans
-from engine.errors import Cancelled, EngineError
-from engine.finetune import finetune
-from engine.metrics import accuracy, confusion_matrix
+from engine.model.bundles import load_bundle
+from engine.learn.cluster import kmeans
+from engine.core.errors import Cancelled, EngineError
+from engine.learn.metrics import accuracy, confusion_matrix
 from engine.model.config import preset
 from engine.model.segmenter import Segmenter, SpectralInput
-from engine.raster import open_raster
-from engine.samples import WindowSampler, load_labels
-from engine.train import TrainConfig
+from engine.io.datasets import open_raster
+from engine.learn.samples import WindowSampler, load_labels
+from engine.service.jobs import call
 from scenes import NORTH_UP, labelled_raster, read_array, rect, stripe_polygons, write_polygons
 from test_engine_io import ROTATED_GT, WL20
 
-FAST = dict(epochs=3, window=32, batch_size=4, windows_per_epoch=32, frozen_pool=16, patience=10, lr=3e-3)
+FAST = dict(epochs=3, window=32, batch_size=4, windows_per_epoch=32, frozen_pool=16, lr=3e-3)
+
+
+def finetune(raster, polygons, class_field, out, progress=None, cancel=None, **params):
+    return call("finetune", progress, cancel, raster=raster, polygons=polygons, class_field=class_field, out=out,
+                **{**FAST, **params})
+
+
+def classify(raster, out, **params):
+    return call("classify", raster=raster, out=out, **params)
 
 
 @pytest.fixture(autouse=True)
@@ -197,7 +204,7 @@ def test_kmeans_finds_separated_clusters():
 
 def test_finetune_then_classify_in_process(scene, tmp_path):
     raster, polygons, truth = scene
-    r = finetune(str(raster), str(polygons), "class", "stripes", train=TrainConfig(**{**FAST, "epochs": 6}))
+    r = finetune(str(raster), str(polygons), "class", "stripes", epochs=6)
     bundle = load_bundle("stripes")
     meta = bundle.meta
     assert meta["backbone"].startswith("random initialisation — no pretrained weights configured")
@@ -224,7 +231,7 @@ def test_finetune_then_classify_in_process(scene, tmp_path):
 
 def test_cross_sensor_warns_and_disjoint_wavelengths_fail(scene, tmp_path):
     raster, polygons, _ = scene
-    finetune(str(raster), str(polygons), "class", "m", train=TrainConfig(**{**FAST, "epochs": 1}))
+    finetune(str(raster), str(polygons), "class", "m", epochs=1)
     other, _ = labelled_raster(tmp_path / "other.tif", wavelengths=list(np.linspace(450, 2300, 20) + 3))
     out = classify(str(other), str(tmp_path / "o"), model="m")
     assert any("cross-sensor" in w for w in out["warnings"])
@@ -239,7 +246,7 @@ def test_cross_sensor_warns_and_disjoint_wavelengths_fail(scene, tmp_path):
 
 def test_corrupted_bundle_is_an_error(scene, tmp_path):
     raster, polygons, _ = scene
-    r = finetune(str(raster), str(polygons), "class", "m", train=TrainConfig(**{**FAST, "epochs": 1}))
+    r = finetune(str(raster), str(polygons), "class", "m", epochs=1)
     bundle = r["bundle"]
     weights = os.path.join(bundle, "weights.pt")
     data = open(weights, "rb").read()
@@ -253,7 +260,6 @@ def test_corrupted_bundle_is_an_error(scene, tmp_path):
 
 def test_cancelled_finetune_leaves_no_bundle_and_resume_continues(scene):
     raster, polygons, _ = scene
-    cfg = TrainConfig(**{**FAST, "epochs": 4})
     epochs_seen = []
 
     def progress(f, msg):
@@ -261,16 +267,16 @@ def test_cancelled_finetune_leaves_no_bundle_and_resume_continues(scene):
             epochs_seen.append(msg)
 
     with pytest.raises(Cancelled):
-        finetune(str(raster), str(polygons), "class", "c", train=cfg, progress=progress,
-                 cancel=lambda: len(epochs_seen) >= 2)
-    from engine.bundles import models_dir
+        finetune(str(raster), str(polygons), "class", "c", progress=progress, cancel=lambda: len(epochs_seen) >= 2,
+                 epochs=4)
+    from engine.model.bundles import models_dir
     leftovers = list(models_dir().iterdir()) if models_dir().exists() else []
     assert leftovers == [], "a cancelled run must leave no bundle and no temp folder"
-    r = finetune(str(raster), str(polygons), "class", "c", train=TrainConfig(**{**FAST, "epochs": 4}), resume=True)
+    r = finetune(str(raster), str(polygons), "class", "c", epochs=4, resume=True)
     hist = load_bundle("c").meta["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4] and r["epochs_run"] == 4
     with pytest.raises(EngineError, match="already exists"):
-        finetune(str(raster), str(polygons), "class", "c", train=cfg)
+        finetune(str(raster), str(polygons), "class", "c", epochs=4)
 
 
 def test_unsupervised_clusters(scene, tmp_path):

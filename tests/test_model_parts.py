@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from engine.errors import EngineError
+from engine.core.errors import EngineError
 from engine.model import SpecAwareConfig, SpecAwareEncoder, SpecAwareMAE, preset
 from engine.model.hyper import ContentFeatureExtractor, hyper_tokens, hyper_tokens_reference
 from engine.model.mae import mae_loss, patchify, random_masking, unpatchify

@@ -114,7 +114,7 @@ def test_classify_algorithm_clusters_a_real_aviris_ng_chip(tmp_path):
 
 
 def test_finetune_and_classify_algorithms_on_the_demo_scene(tmp_path):
-    from engine.synthetic import make_scene
+    from engine.io.synthetic import make_scene
     scene = make_scene(tmp_path / "scene", size=64)
     results, _ = run_alg("specaware:finetune", {"INPUT": str(scene.raster), "POLYGONS": str(scene.polygons),
                                                 "CLASS_FIELD": "class", "NAME": "alg-demo", "EPOCHS": 4})

@@ -16,9 +16,10 @@ from scenes import NORTH_UP, labelled_raster, stripe_polygons, write_polygons
 from test_engine_io import WL20, make_tif, spectra
 
 from engine.model.weights import load_checkpoint
-from engine.patches import (GroupedBatchSampler, PatchSet, find_records, manifest_records, raster_records,
-                            write_patches)
-from engine.pretrain import PretrainConfig, make_view, pretrain, view_for
+from engine.learn.patches import (GroupedBatchSampler, PatchSet, find_records, manifest_records, raster_records,
+                                  write_patches)
+from engine.learn.pretrain import PretrainConfig, make_view, pretrain, view_for
+from engine.service.jobs import call
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +50,7 @@ def torchrun(*args, nproc=2, timeout=600):
 
 
 def test_invalid_patches_are_skipped_and_water_vapour_bands_zeroed(tmp_path):
-    from engine.sensors import builtin_profiles
+    from engine.io.sensors import builtin_profiles
     prof = builtin_profiles()["aviris_ng"]
     cube = np.full((prof.n_bands, 64, 64), 0.3, np.float32)
     cube[:, :32, :32][:, :, :20] = np.nan  # 62 % of the top-left patch: skipped
@@ -145,8 +146,6 @@ def test_two_rank_ddp_on_real_scenes_then_resume_on_one(real_folder, tmp_path):
 
 
 def test_adapt_then_finetune_from_the_adapted_backbone(tmp_path):
-    from engine.finetune import finetune
-    from engine.train import TrainConfig
     raster, _ = labelled_raster(tmp_path / "scene.tif")
     polygons = write_polygons(tmp_path / "train.gpkg", stripe_polygons())
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -156,18 +155,17 @@ def test_adapt_then_finetune_from_the_adapted_backbone(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     adapted = json.loads(r.stdout[r.stdout.index("{"):])
     assert adapted["steps"] > 0 and Path(adapted["manifest"]).is_file()
-    out = finetune(str(raster), str(polygons), "class", "adapted-model", backbone=str(tmp_path / "adapted.pth"),
-                   train=TrainConfig(epochs=2, window=32, batch_size=4, windows_per_epoch=16, frozen_pool=8))
+    out = call("finetune", raster=str(raster), polygons=str(polygons), class_field="class", out="adapted-model",
+               backbone=str(tmp_path / "adapted.pth"), epochs=2, window=32, batch_size=4, windows_per_epoch=16,
+               frozen_pool=8)
     assert "adapted.pth" in out["backbone"] and "pretrained checkpoint" in out["backbone"]
 
 
 def test_classify_batch_on_two_ranks_then_restart_skips(tmp_path):
-    from engine.finetune import finetune
-    from engine.train import TrainConfig
     raster, _ = labelled_raster(tmp_path / "scene.tif")
     polygons = write_polygons(tmp_path / "train.gpkg", stripe_polygons())
-    finetune(str(raster), str(polygons), "class", str(tmp_path / "bundle"),
-             train=TrainConfig(epochs=2, window=32, batch_size=4, windows_per_epoch=16, frozen_pool=8))
+    call("finetune", raster=str(raster), polygons=str(polygons), class_field="class", out=str(tmp_path / "bundle"),
+         epochs=2, window=32, batch_size=4, windows_per_epoch=16, frozen_pool=8)
     names = []
     for i in range(4):
         p = make_tif(tmp_path / f"line{i}.tif", spectra(20, 24 + 8 * i, 32, seed=i), gt=NORTH_UP, wavelengths=WL20)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REFERENCE, ROOT, need_shared
-from engine.errors import EngineError
+from engine.core.errors import EngineError
 from engine.model import SpecAwareEncoder
 from engine.model.weights import load_checkpoint, load_encoder, resize_patch_size
 

@@ -7,6 +7,7 @@ Nothing is downloaded: the spectra come from the installed `earthlib` package.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -18,12 +19,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
-from engine.classify import classify  # noqa: E402
-from engine.finetune import finetune  # noqa: E402
-from engine.metrics import score  # noqa: E402
-from engine.report import atomic_write_text  # noqa: E402
-from engine.synthetic import make_scene  # noqa: E402
-from engine.train import TrainConfig  # noqa: E402
+from engine.core.files import atomic_write_text  # noqa: E402
+from engine.io.synthetic import make_scene  # noqa: E402
+from engine.learn.metrics import score  # noqa: E402
+from engine.service.jobs import call  # noqa: E402
 
 
 def progress(fraction: float, message: str) -> None:
@@ -32,30 +31,36 @@ def progress(fraction: float, message: str) -> None:
 
 def write_project(out: Path, scene, bundle_meta: dict, classified: Path) -> Path:
     """A .qgz with the scene (false-colour), training polygons, the class map, confidence and the known map."""
-    from qgis.core import QgsApplication, QgsProject
-    from specaware_qgis import layers
+    from qgis.core import QgsApplication
     app = QgsApplication([], False)
     app.initQgis()
     try:
-        names, colors = bundle_meta["classes"]["names"], bundle_meta["classes"]["colors"]
-        wl = np.asarray(bundle_meta["profile"]["wavelength_nm"])
-        nir_red_green = tuple(int(np.abs(wl - w).argmin()) + 1 for w in (860, 650, 550))
-        project = QgsProject.instance()
-        project.clear()
-        for layer in [layers.rgb_layer(scene.raster, nir_red_green, "scene (false colour: NIR, red, green)"),
-                      layers.class_layer(scene.truth, names, colors, "known classes (truth)"),
-                      layers.confidence_layer(classified / "confidence.tif"),
-                      layers.class_layer(classified / "classes.tif", names, colors, "SpecAware classes"),
-                      layers.polygon_layer(scene.polygons, "class", names, colors)]:
-            project.addMapLayer(layer)
-        project.layerTreeRoot().findLayer(project.mapLayersByName("known classes (truth)")[0]).setItemVisibilityChecked(False)
-        path = out / "demo.qgz"
-        if not project.write(str(path)):
-            raise RuntimeError(f"QGIS could not write {path}")
-        project.clear()
-        return path
+        return _styled_project(out, scene, bundle_meta, classified)
     finally:
+        gc.collect()  # every layer object goes before QGIS does, or the interpreter crashes at exit
         app.exitQgis()
+
+
+def _styled_project(out: Path, scene, bundle_meta: dict, classified: Path) -> Path:
+    from qgis.core import QgsProject
+    from specaware_qgis import layers
+    names, colors = bundle_meta["classes"]["names"], bundle_meta["classes"]["colors"]
+    wl = np.asarray(bundle_meta["profile"]["wavelength_nm"])
+    nir_red_green = tuple(int(np.abs(wl - w).argmin()) + 1 for w in (860, 650, 550))
+    project = QgsProject.instance()
+    project.clear()
+    for layer in [layers.rgb_layer(scene.raster, nir_red_green, "scene (false colour: NIR, red, green)"),
+                  layers.class_layer(scene.truth, names, colors, "known classes (truth)"),
+                  layers.confidence_layer(classified / "confidence.tif"),
+                  layers.class_layer(classified / "classes.tif", names, colors, "SpecAware classes"),
+                  layers.polygon_layer(scene.polygons, "class", names, colors)]:
+        project.addMapLayer(layer)
+    project.layerTreeRoot().findLayer(project.mapLayersByName("known classes (truth)")[0]).setItemVisibilityChecked(False)
+    path = out / "demo.qgz"
+    if not project.write(str(path)):
+        raise RuntimeError(f"QGIS could not write {path}")
+    project.clear()
+    return path
 
 
 def main() -> int:
@@ -72,12 +77,12 @@ def main() -> int:
     print(f"  {scene.raster} (128 × 128 px, 425 bands), {scene.polygons}, known map {scene.truth}")
 
     print("2/4 fine-tuning SpecAware (tiny preset, light head) on the training polygons", flush=True)
-    trained = finetune(str(scene.raster), str(scene.polygons), "class", str(out / "models" / "demo"),
-                       train=TrainConfig(epochs=args.epochs, seed=args.seed), overwrite=True, progress=progress)
+    trained = call("finetune", progress, raster=str(scene.raster), polygons=str(scene.polygons), class_field="class",
+                   out=str(out / "models" / "demo"), epochs=args.epochs, seed=args.seed, overwrite=True)
     meta = json.loads((Path(trained["bundle"]) / "model.json").read_text())
 
     print("3/4 classifying the whole scene", flush=True)
-    result = classify(str(scene.raster), str(out / "classified"), model=trained["bundle"], progress=progress)
+    result = call("classify", progress, raster=str(scene.raster), out=str(out / "classified"), model=trained["bundle"])
 
     truth = gdal.Open(str(scene.truth)).ReadAsArray()
     pred = gdal.Open(str(out / "classified" / "classes.tif")).ReadAsArray()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from ..core.errors import EngineError
+
 
 @dataclass
 class SpecAwareConfig:
@@ -50,6 +52,5 @@ PRESETS = {
 def preset(name: str, **overrides) -> SpecAwareConfig:
     """Config for a named preset (`base` is the published model)."""
     if name not in PRESETS:
-        from ..errors import EngineError
         raise EngineError(f"unknown model preset {name!r}: use one of {', '.join(PRESETS)}")
     return SpecAwareConfig(**{**PRESETS[name], **overrides})

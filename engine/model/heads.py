@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import EngineError
+from ..core.errors import EngineError
+from ..core.vocabulary import HEADS
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1) -> nn.Sequential:
@@ -96,8 +97,6 @@ class UPerHead(nn.Module):
         logits = self.classifier(self.dropout(fused))
         return F.interpolate(logits, out_hw, mode="bilinear", align_corners=False)
 
-
-HEADS = ("light", "upernet")
 
 
 def build_head(kind: str, embed_dim: int, n_taps: int, num_classes: int, patch_size: int) -> nn.Module:

@@ -1,13 +1,15 @@
 """A SpecAware encoder with a segmentation head: pixels in, per-pixel class logits out, for any sensor."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from ..errors import EngineError
+from ..core.errors import EngineError
+from ..core.vocabulary import TASKS
 from .config import SpecAwareConfig
 from .heads import build_head
 from .vit import SpecAwareEncoder
@@ -33,6 +35,17 @@ class SpectralInput:
         wl = torch.tensor(self.wavelength, dtype=torch.float32, device=device).expand(batch, -1)
         fw = torch.tensor(self.fwhm, dtype=torch.float32, device=device).expand(batch, -1)
         return wl, fw, torch.full((batch,), self.gsd, dtype=torch.float32, device=device)
+
+
+def position_free_tokens(encoder, spec: SpectralInput):
+    """The last block's tokens [B, E, h, w] with GSD 0, so every token has the same position code and the
+    features follow materials, not places (with random weights the position code would otherwise dominate)."""
+    spec = dataclasses.replace(spec, gsd=0.0)
+
+    def tokens(x: torch.Tensor) -> torch.Tensor:
+        wl, fw, gsd = spec.tensors(x.shape[0], x.device)
+        return encoder.features(x, wl, fw, gsd, spec.sensor, spec.level)[-1]
+    return tokens
 
 
 class Features(NamedTuple):
@@ -176,8 +189,6 @@ class CellClassifier(Segmenter):
     def forward(self, x: torch.Tensor, spec: SpectralInput, mask: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x, spec), mask)
 
-
-TASKS = ("pixels", "change", "cells")
 
 
 def build_segmenter(cfg: SpecAwareConfig, head: str, num_classes: int, task: str = "pixels") -> Segmenter:

@@ -8,26 +8,24 @@ import json
 import math
 import warnings
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import EngineError, SpecAwareWarning
+from ..core.errors import EngineError, SpecAwareWarning
+from ..core.vocabulary import LEVELS, RESOURCES, SENSORS, WAVELENGTH_MAX_NM, WAVELENGTH_MIN_NM
 
-WAVELENGTH_MIN_NM = 350.0
-WAVELENGTH_MAX_NM = 2550.0
-SENSORS = ("avc", "avng", "av3", "others")
-LEVELS = ("L1", "L2")
-ATTRIBUTES_PATH = Path(__file__).resolve().parents[2] / "resources" / "attribute_embeddings.json"
+ATTRIBUTES_PATH = RESOURCES / "attribute_embeddings.json"
 
 
 @lru_cache(maxsize=1)
 def attribute_vectors() -> dict[str, torch.Tensor]:
-    """The six cached all-MiniLM-L6-v2 sentence vectors keyed by sensor / level string."""
+    """The six cached all-MiniLM-L6-v2 sentence vectors keyed by sensor / level string (normal tensors even when
+    first asked for under inference mode, so a worker that classified first can still train)."""
     with open(ATTRIBUTES_PATH, encoding="utf-8") as f:
         doc = json.load(f)
-    return {key: torch.tensor(entry["embedding"], dtype=torch.float32) for key, entry in doc["strings"].items()}
+    with torch.inference_mode(False):
+        return {key: torch.tensor(entry["embedding"], dtype=torch.float32) for key, entry in doc["strings"].items()}
 
 
 def attribute_vector(kind: str, value: str) -> torch.Tensor:

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.errors import EngineError
 from .config import SpecAwareConfig
 from .hyper import HyperEmbedding
 
@@ -85,7 +86,6 @@ class SpecAwareEncoder(nn.Module):
         return tokens + pos.to(tokens.dtype), tokens, meta, enhanced
 
     def _check_input(self, x, wavelength, fwhm):
-        from ..errors import EngineError
         k = self.cfg.patch_size
         if x.ndim != 4 or x.shape[2] % k or x.shape[3] % k:
             raise EngineError(f"model input must be [B, C, H, W] with H and W multiples of the patch size {k}; "

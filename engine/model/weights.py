@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import EngineError
+from ..core.errors import EngineError
 from .config import PRESETS, SpecAwareConfig
 from .mae import SpecAwareMAE
 from .vit import SpecAwareEncoder

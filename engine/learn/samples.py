@@ -1,0 +1,178 @@
+"""Training data from polygons: reproject, repair, rasterise onto the raster grid, split by polygon, sample windows.
+
+Labels are rasterised with `gdal.Rasterize` into two grids the size of the raster: the class id (0 = unlabelled)
+and the polygon number, so that train and validation can be split by polygon and never share one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.errors import EngineError, shorten
+from ..io.colors import hex_to_rgb, palette
+from ..io.vectors import rasterize, read_features
+
+MIN_LABELLED_PIXELS = 10
+
+
+def merge_spellings(values: list) -> tuple[list, list[str]]:
+    """Class values that differ only in case or surrounding spaces ("Road", "road ", "ROAD") as one class, named
+    by its most frequent spelling; and a note for each merge."""
+    groups: dict = {}
+    for v in values:
+        key = v.strip().casefold() if isinstance(v, str) else v
+        groups.setdefault(key, []).append(v)
+    canonical, notes = {}, []
+    for key, members in groups.items():
+        spellings = sorted(set(members), key=lambda m: (-members.count(m), str(m)))
+        for m in spellings:
+            canonical[m] = spellings[0]
+        if len(spellings) > 1:
+            notes.append(f"class values {', '.join(repr(m) for m in spellings)} differ only in case or spaces; "
+                         f"they are merged into one class {spellings[0]!r}")
+    return [canonical[v] for v in values], notes
+
+
+@dataclass
+class ClassScheme:
+    """Class names in id order (ids are 1…K; 0 is no data) with one #rrggbb colour each."""
+
+    names: list[str]
+    colors: list[str]
+
+    @classmethod
+    def from_values(cls, values, colors: dict[str, str] | None = None) -> "ClassScheme":
+        names = [str(v) for v in sorted(set(values), key=lambda v: (isinstance(v, str), v))]
+        colors = colors or {}
+        return cls(names, [colors.get(n) or c for n, c in zip(names, palette(len(names)))])
+
+    @property
+    def rgb(self) -> list[tuple[int, int, int]]:
+        return [hex_to_rgb(c) for c in self.colors]
+
+    def to_dict(self) -> dict:
+        return {"names": self.names, "colors": self.colors}
+
+
+@dataclass
+class LabelSet:
+    """Rasterised training labels on the raster grid and the train/validation split by polygon."""
+
+    train: np.ndarray  # [H, W] uint16 class ids, 0 = not used for training
+    val: np.ndarray  # [H, W] uint16 class ids, 0 = not used for validation
+    scheme: ClassScheme
+    notes: list[str] = field(default_factory=list)
+    unvalidated: list[str] = field(default_factory=list)
+    polygons: dict[str, dict[str, int]] = field(default_factory=dict)  # class → {"train": n, "val": n}
+    polygon_ids: np.ndarray | None = None  # [H, W] which training-layer feature (1…n) covers each pixel
+    val_polygon_ids: np.ndarray | None = None  # the same for a separate validation layer
+
+    def summary(self) -> dict:
+        return {"classes": self.scheme.names, "train_pixels": _per_class(self.train, self.scheme),
+                "val_pixels": _per_class(self.val, self.scheme), "polygons": self.polygons,
+                "unvalidated_classes": self.unvalidated, "notes": self.notes}
+
+
+def _per_class(labels: np.ndarray, scheme: ClassScheme) -> dict[str, int]:
+    counts = np.bincount(labels.ravel(), minlength=len(scheme.names) + 1)
+    return {n: int(counts[i + 1]) for i, n in enumerate(scheme.names)}
+
+
+def load_labels(raster_ds, polygons, class_field: str, layer: str | None = None, val_polygons=None,
+                val_fraction: float = 0.3, seed: int = 0, colors: dict[str, str] | None = None) -> LabelSet:
+    """Labels from a vector layer, split by polygon (seeded, stratified by class) or by a separate layer."""
+    feats, notes = read_features(polygons, class_field, raster_ds, layer)
+    val_feats = []
+    if val_polygons:
+        val_feats, val_notes = read_features(val_polygons, class_field, raster_ds)
+        notes += [f"validation layer: {n}" for n in val_notes]
+    merged, merge_notes = merge_spellings([v for v, _ in feats + val_feats])
+    notes += merge_notes
+    feats = [(v, g) for v, (_, g) in zip(merged[:len(feats)], feats)]
+    val_feats = [(v, g) for v, (_, g) in zip(merged[len(feats):], val_feats)]
+    scheme = ClassScheme.from_values([v for v, _ in feats + val_feats], colors)
+    if len(scheme.names) < 2:
+        raise EngineError(f"{shorten(polygons)}: the field {class_field!r} holds a single class ({scheme.names[0]!r}); "
+                          "draw polygons for at least two classes")
+    cid = {n: i + 1 for i, n in enumerate(scheme.names)}
+    ids = [cid[str(v)] for v, _ in feats]
+    polygon_no = rasterize(feats, raster_ds, list(range(1, len(feats) + 1)))
+    class_of_polygon = np.array([0, *ids], np.uint16)
+    labels = class_of_polygon[polygon_no]
+    total = int((labels > 0).sum())
+    if total < MIN_LABELLED_PIXELS:
+        raise EngineError(f"{shorten(polygons)}: only {total} labelled pixel(s) fall on the raster; at least "
+                          f"{MIN_LABELLED_PIXELS} are needed. Draw larger polygons or more of them")
+    rng = np.random.default_rng(seed)
+    is_val = np.zeros(len(feats) + 1, bool)
+    unvalidated, counts = [], {}
+    if val_feats:
+        vid = [cid[str(v)] for v, _ in val_feats]
+        val_no = rasterize(val_feats, raster_ds, list(range(1, len(val_feats) + 1)))
+        val = np.array([0, *vid], np.uint16)[val_no]
+        val[labels > 0] = 0  # a pixel used for training never counts as validation
+        train = labels
+        for name in scheme.names:
+            counts[name] = {"train": ids.count(cid[name]), "val": vid.count(cid[name])}
+            if counts[name]["val"] == 0:
+                unvalidated.append(name)
+    else:
+        for name in scheme.names:
+            members = [i + 1 for i, c in enumerate(ids) if c == cid[name]]
+            n_val = 0
+            if val_fraction > 0 and len(members) >= 2:  # at least one held out, at least one kept
+                n_val = min(max(int(round(len(members) * val_fraction)), 1), len(members) - 1)
+            for m in rng.permutation(members)[:n_val]:
+                is_val[m] = True
+            counts[name] = {"train": len(members) - n_val, "val": n_val}
+            if n_val == 0:
+                unvalidated.append(name)
+        val_pixel = is_val[polygon_no]
+        train = np.where(val_pixel, 0, labels).astype(np.uint16)
+        val = np.where(val_pixel, labels, 0).astype(np.uint16)
+    missing = [n for n in scheme.names if not (train == cid[n]).any()]
+    if missing:
+        raise EngineError(f"class(es) {', '.join(missing)} have no training pixel on the raster (their polygons are "
+                          "too small or outside it); draw larger polygons")
+    if unvalidated:
+        notes.append(f"class(es) {', '.join(unvalidated)} have a single polygon: they are trained but not validated")
+    return LabelSet(train, val, scheme, notes, unvalidated, counts, polygon_no, val_no if val_feats else None)
+
+
+class WindowSampler:
+    """Class-balanced windows: pick a class uniformly, then one of its labelled pixels, and centre a window on it.
+
+    Windows are clipped to lie inside the raster when it is at least one window large.
+    """
+
+    def __init__(self, labels: np.ndarray, window: int, seed: int = 0):
+        self.window = window
+        self.H, self.W = labels.shape
+        self.by_class = [np.flatnonzero(labels.ravel() == c) for c in range(1, int(labels.max()) + 1)]
+        self.by_class = [ix for ix in self.by_class if len(ix)]
+        self.rng = np.random.default_rng(seed)
+
+    def origin(self, flat_index: int) -> tuple[int, int]:
+        y, x = divmod(int(flat_index), self.W)
+        half = self.window // 2
+        x0 = min(max(x - half, 0), max(self.W - self.window, 0))
+        y0 = min(max(y - half, 0), max(self.H - self.window, 0))
+        return x0, y0
+
+    def sample(self, n: int) -> list[tuple[int, int]]:
+        out = []
+        for _ in range(n):
+            pixels = self.by_class[self.rng.integers(len(self.by_class))]
+            out.append(self.origin(pixels[self.rng.integers(len(pixels))]))
+        return out
+
+
+def change_class(scheme: ClassScheme, polygons, class_field: str) -> str:
+    """The class of a change model's labels that means "change" (`change`, `changed` or 1)."""
+    names = scheme.names
+    found = [n for n in names if n.strip().lower() in ("change", "changed", "1")]
+    if len(found) != 1 or len(names) != 2:
+        raise EngineError(f"{shorten(polygons)}: a change model needs two classes in {class_field!r}, one of them "
+                          f"'change' (or 1) and the other no change; found {', '.join(names)}")
+    return found[0]

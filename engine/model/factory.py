@@ -1,0 +1,49 @@
+"""The backbone a job starts from: the configured (or given) checkpoint, another bundle's encoder, or a random
+initialisation of a preset; with a sentence that says which, for reports."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..core.paths import configured_checkpoint
+from .bundles import load_bundle
+from .config import SpecAwareConfig, preset
+from .segmenter import Segmenter, build_segmenter
+from .weights import ENCODER_PREFIXES, load_checkpoint
+
+RANDOM = "random"
+
+
+def init_model(preset_name: str, head: str, num_classes: int, backbone: str | None,
+               patch_size: int | None = None, task: str = "pixels") -> tuple[Segmenter, str, bool]:
+    """(model, provenance sentence, pretrained?) for the backbone choice: None = configured or random."""
+    source = backbone
+    if source is None:
+        ckpt = configured_checkpoint()
+        source = str(ckpt) if ckpt else RANDOM
+    if source == RANDOM:
+        cfg = preset(preset_name, **({"patch_size": patch_size} if patch_size else {}))
+        why = "as asked" if backbone == RANDOM else "no pretrained weights configured"
+        return build_segmenter(cfg, head, num_classes, task), f"random initialisation — {why}", False
+    path = Path(source)
+    if path.is_file():
+        ckpt = load_checkpoint(path, patch_size=patch_size)
+        model = build_segmenter(ckpt.config, head, num_classes, task)
+        model.encoder.load_state_dict({k: v for k, v in ckpt.state_dict.items() if k.startswith(ENCODER_PREFIXES)})
+        note = f" ({'; '.join(ckpt.notes)})" if ckpt.notes else ""
+        return model, f"pretrained checkpoint {path} (E={ckpt.config.embed_dim}, depth {ckpt.config.depth}){note}", True
+    bundle = load_bundle(source)  # a bundle's backbone
+    cfg = SpecAwareConfig.from_dict(bundle.meta["preset_config"])
+    model = build_segmenter(cfg, head, num_classes, task)
+    enc = {k[len("encoder."):]: v for k, v in bundle.state_dict().items() if k.startswith("encoder.")}
+    model.encoder.load_state_dict(enc)
+    return model, f"backbone of model bundle {bundle.path} ({bundle.meta.get('backbone', 'unknown origin')})", True
+
+
+def feature_encoder(preset_name: str, backbone: str | None, seed: int, device) -> tuple[torch.nn.Module, str]:
+    """The backbone's encoder in eval mode on `device`, for the unsupervised jobs (clusters, change features),
+    and its provenance sentence."""
+    torch.manual_seed(seed)
+    seg, provenance, _ = init_model(preset_name, "light", 2, backbone)
+    return seg.encoder.to(device).eval(), provenance

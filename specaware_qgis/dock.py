@@ -16,7 +16,7 @@ from qgis.PyQt.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpin
 
 from . import inputs, layers, settings
 from .inputs import InputError
-from .settings import Engine
+from .engine_process import Engine
 from .tasks import EngineTask
 from .weights import WeightsTask
 

@@ -9,7 +9,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .settings import Engine
+from .engine_process import Engine
 
 MENU = "&SpecAware"
 ICON = Path(__file__).with_name("icon.svg")

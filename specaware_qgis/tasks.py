@@ -8,7 +8,7 @@ from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .client import EngineJobError
-from .settings import Engine
+from .engine_process import Engine
 
 Step = tuple[str, "dict | Callable[[list[dict]], dict]"]
 

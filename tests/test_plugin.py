@@ -339,7 +339,7 @@ def test_no_engine_environment_gives_guidance(tmp_path):
 
 def test_dock_without_engine_shows_guidance_not_a_traceback(make_dock):
     from specaware_qgis.environment import EngineEnvironment
-    from specaware_qgis.settings import Engine
+    from specaware_qgis.engine_process import Engine
     engine = Engine(search=lambda configured: EngineEnvironment(None, "none", "No Python with PyTorch was found "
                                                                 "for the SpecAware engine (test)."))
     d = make_dock(engine=engine)

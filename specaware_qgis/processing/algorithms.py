@@ -17,7 +17,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingConte
 from .. import inputs, layers
 from ..client import EngineJobError
 from ..inputs import InputError
-from ..settings import Engine
+from ..engine_process import Engine
 
 PRESETS = ["tiny", "small", "base"]
 HEADS = ["light", "upernet"]

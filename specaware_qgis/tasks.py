@@ -9,8 +9,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from .client import EngineJobError
 from .engine_process import Engine
-
-Step = tuple[str, "dict | Callable[[list[dict]], dict]"]
+from .workflows import Step, run_steps
 
 
 class EngineTask(QgsTask):
@@ -31,24 +30,24 @@ class EngineTask(QgsTask):
         self.last_message = ""
 
     def run(self) -> bool:
-        n = len(self.steps)
         try:
-            for i, (job, params) in enumerate(self.steps):
-                params = params(self.results) if callable(params) else params
-
-                def progress(fraction: float, text: str, i=i) -> None:
-                    self.setProgress(100.0 * (i + fraction) / n)
-                    self.last_message = text
-                    self.message.emit(text)
-                result, warnings = self.engine.run(job, params, progress, self.isCanceled, self.description())
-                self.results.append(result)
-                self.warnings += warnings
+            run_steps(self.steps, self._run_job, self._progress, lambda job, result: self.results.append(result))
             return True
         except EngineJobError as e:
             self.error = e
         except Exception as e:  # noqa: BLE001 - a task must report, never take QGIS down
             self.error = EngineJobError(f"{type(e).__name__}: {e}")
         return False
+
+    def _run_job(self, job: str, params: dict, progress) -> dict:
+        result, warnings = self.engine.run(job, params, progress, self.isCanceled, self.description())
+        self.warnings += warnings
+        return result
+
+    def _progress(self, fraction: float, text: str) -> None:
+        self.setProgress(100.0 * fraction)
+        self.last_message = text
+        self.message.emit(text)
 
     def finished(self, ok: bool) -> None:  # main thread
         if not ok and self.error is None:

@@ -9,7 +9,8 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .settings import Engine
+from .engine_process import Engine
+from .processing.provider import SpecAwareProvider
 
 MENU = "&SpecAware"
 ICON = Path(__file__).with_name("icon.svg")
@@ -24,7 +25,6 @@ class SpecAwarePlugin:
         self.provider = None
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS's name; also called by qgis_process
-        from .processing.provider import SpecAwareProvider
         if self.provider is None:
             self.provider = SpecAwareProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)

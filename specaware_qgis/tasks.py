@@ -1,5 +1,5 @@
-"""Engine jobs as QGIS background tasks: progress in the dock and the task manager, cancel, results on the
-main thread."""
+"""Engine jobs and the engine environment's installation as QGIS background tasks: progress in the dock and the
+task manager, cancel, and `on_done(task)` on the main thread when they end."""
 from __future__ import annotations
 
 from typing import Callable
@@ -8,9 +8,9 @@ from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .client import EngineJobError
-from .settings import Engine
-
-Step = tuple[str, "dict | Callable[[list[dict]], dict]"]
+from .engine_process import Engine
+from .environment import create_managed_environment
+from .workflows import Step, run_steps
 
 
 class EngineTask(QgsTask):
@@ -18,7 +18,7 @@ class EngineTask(QgsTask):
 
     message = pyqtSignal(str)
 
-    def __init__(self, description: str, steps: list[Step], on_done: Callable[["EngineTask"], None],
+    def __init__(self, description: str, steps: list[Step], on_done: Callable[["EngineTask"], None] | None = None,
                  engine: Engine | None = None, quiet: bool = False, folder=None):
         super().__init__(description, QgsTask.CanCancel)
         self.steps, self.on_done = steps, on_done
@@ -31,18 +31,8 @@ class EngineTask(QgsTask):
         self.last_message = ""
 
     def run(self) -> bool:
-        n = len(self.steps)
         try:
-            for i, (job, params) in enumerate(self.steps):
-                params = params(self.results) if callable(params) else params
-
-                def progress(fraction: float, text: str, i=i) -> None:
-                    self.setProgress(100.0 * (i + fraction) / n)
-                    self.last_message = text
-                    self.message.emit(text)
-                result, warnings = self.engine.run(job, params, progress, self.isCanceled, self.description())
-                self.results.append(result)
-                self.warnings += warnings
+            run_steps(self.steps, self._run_job, self._progress, lambda job, result: self.results.append(result))
             return True
         except EngineJobError as e:
             self.error = e
@@ -50,11 +40,47 @@ class EngineTask(QgsTask):
             self.error = EngineJobError(f"{type(e).__name__}: {e}")
         return False
 
+    def _run_job(self, job: str, params: dict, progress) -> dict:
+        result, warnings = self.engine.run(job, params, progress, self.isCanceled, self.description())
+        self.warnings += warnings
+        return result
+
+    def _progress(self, fraction: float, text: str) -> None:
+        self.setProgress(100.0 * fraction)
+        self.last_message = text
+        self.message.emit(text)
+
     def finished(self, ok: bool) -> None:  # main thread
         if not ok and self.error is None:
             self.error = EngineJobError("cancelled; nothing was written", cancelled=True)
-        self.on_done(self)
+        if self.on_done:
+            self.on_done(self)
 
     @property
     def result(self) -> dict:
         return self.results[-1] if self.results else {}
+
+
+class EnvironmentTask(QgsTask):
+    """Create the plugin's own engine environment (a venv with torch); `python` is its interpreter when done."""
+
+    def __init__(self, on_done: Callable[["EnvironmentTask"], None] | None = None):
+        super().__init__("SpecAware: create engine environment", QgsTask.CanCancel)
+        self.on_done = on_done
+        self.python: str | None = None
+        self.error: Exception | None = None
+
+    def run(self) -> bool:
+        try:
+            self.python = create_managed_environment(lambda fraction, message: self.setProgress(100 * fraction),
+                                                     self.isCanceled)
+            return True
+        except Exception as e:  # noqa: BLE001 - a task must report, never take QGIS down
+            self.error = e
+            return False
+
+    def finished(self, ok: bool) -> None:  # main thread
+        if not ok and self.error is None:
+            self.error = RuntimeError("cancelled")
+        if self.on_done:
+            self.on_done(self)

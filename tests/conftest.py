@@ -46,7 +46,7 @@ def qgis_app(tmp_path_factory):
     provider = SpecAwareProvider()
     QgsApplication.processingRegistry().addProvider(provider)
     yield app
-    from specaware_qgis.settings import Engine
+    from specaware_qgis.engine_process import Engine
     Engine.shared().shutdown()
     QgsApplication.processingRegistry().removeProvider(provider)
 

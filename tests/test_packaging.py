@@ -44,7 +44,9 @@ def test_package_follows_the_rules():
     for must in ["specaware_qgis/metadata.txt", "specaware_qgis/LICENSE", "specaware_qgis/__init__.py",
                  "specaware_qgis/engine/worker.py", "specaware_qgis/engine/model/vit.py",
                  "specaware_qgis/resources/attribute_embeddings.json",
-                 "specaware_qgis/resources/sensors/aviris_ng.json", "specaware_qgis/processing/algorithms.py"]:
+                 "specaware_qgis/resources/sensors/aviris_ng.json", "specaware_qgis/resources/vocabulary.json",
+                 "specaware_qgis/processing/algorithms.py", "specaware_qgis/workflows.py",
+                 "specaware_qgis/sections/classify.py", "specaware_qgis/sections/engine_and_weights.py"]:
         assert must in names
     bad = [n for n in names if n.endswith((".pyc", ".pth", ".pt", ".tif", ".img", ".mat", ".npz"))
            or "__pycache__" in n or "/tests/" in n or "shared/data" in n]

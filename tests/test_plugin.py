@@ -171,7 +171,7 @@ def make_dock():
     yield make
     for d in made:
         d.cleanup()
-        wait_for(lambda: not d.tasks, what="cancelled tasks")
+        wait_for(lambda: not d.queue.tasks, what="cancelled tasks")
         sip.delete(d.bar)
         sip.delete(d)
     QgsProject.instance().clear()
@@ -180,7 +180,7 @@ def make_dock():
 @pytest.fixture
 def dock(make_dock):
     d = make_dock()
-    wait_for(lambda: not d.tasks, what="the engine check")
+    wait_for(lambda: not d.queue.tasks, what="the engine check")
     return d
 
 
@@ -200,46 +200,75 @@ def add_layers(raster, polygons=None):
     return r, v
 
 
+def finished(dock, task, what="the task"):
+    """Wait until the dock's task queue has let go of the task."""
+    wait_for(lambda: task not in dock.queue.tasks, what=what)
+    return task
+
+
 def choose(dock, raster, polygons=None, name=None, epochs=None):
     """Pick the raster (and training layer, class field 'class', model name, epochs) as an analyst would."""
     r, v = add_layers(raster, polygons)
-    dock.raster_box.setLayer(r)
+    scene, train = dock.classify_section.raster, dock.train_section
+    scene.box.setLayer(r)
     if v is not None:
-        dock.polygons_box.setLayer(v)
-        dock.field_box.setField("class")
+        train.polygons_box.setLayer(v)
+        train.field_box.setField("class")
     if name:
-        dock.name_edit.setText(name)
+        train.name_edit.setText(name)
     if epochs:
-        dock.epochs_spin.setValue(epochs)
-    wait_for(lambda: dock.profile_label.info is not None or dock.profile_label.problem, what="the sensor check")
+        train.epochs_spin.setValue(epochs)
+    wait_for(lambda: scene.label.info is not None or scene.label.problem, what="the sensor check")
     return r, v
+
+
+def choose_dates(dock, before, after, mode: str, out):
+    """Pick the two dates and the change mode, writing under `out`; returns the Change section once both dates'
+    sensors are known."""
+    change = dock.change_section
+    change.before.box.setLayer(before)
+    change.after.box.setLayer(after)
+    change.mode_box.setCurrentIndex(change.mode_box.findData(mode))
+    dock.classify_section.out_widget.setFilePath(str(out))
+    wait_for(lambda: change.before.label.info and change.after.label.info, what="the sensor checks")
+    return change
+
+
+def use_clusters(dock, out):
+    """Classify into unsupervised clusters, writing under `out`."""
+    classify = dock.classify_section
+    classify.out_widget.setFilePath(str(out))
+    classify.model_box.setCurrentIndex(classify.model_box.findData("__clusters__"))
 
 
 def test_dock_fills_its_boxes_from_the_project(dock, stripes):
     raster, polygons, _ = stripes
     assert "Engine:" in dock.status_label.text() and "CPU" in dock.status_label.text()
-    assert dock.model_box.findData("__clusters__") >= 0
-    assert dock.profile_box.findData("aviris_ng") >= 0
+    scene, fields = dock.classify_section.raster, dock.train_section.field_box
+    assert dock.classify_section.model_box.findData("__clusters__") >= 0
+    for choice in (scene, dock.change_section.before, dock.change_section.after):
+        assert choice.profile.findData("aviris_ng") >= 0
     r, v = add_layers(raster, polygons)
-    dock.raster_box.setLayer(r)
-    dock.polygons_box.setLayer(v)
-    wait_for(lambda: dock.profile_label.info is not None, what="the sensor check")
-    assert dock.profile_label.info["bands"] == 20 and "420–2400 nm" in dock.profile_label.text()
-    assert [dock.field_box.itemText(i) for i in range(dock.field_box.count())][-2:] == ["class", "note"]
+    scene.box.setLayer(r)
+    dock.train_section.polygons_box.setLayer(v)
+    wait_for(lambda: scene.label.info is not None, what="the sensor check")
+    assert scene.label.info["bands"] == 20 and "420–2400 nm" in scene.label.text()
+    assert [fields.itemText(i) for i in range(fields.count())][-2:] == ["class", "note"]
 
 
 def test_dock_finetune_then_classify_adds_a_styled_group(dock, stripes, tmp_path):
     from qgis.core import QgsPalettedRasterRenderer, QgsProject
     raster, polygons, truth = stripes
     choose(dock, raster, polygons, "dock-stripes", 3)
-    dock.out_widget.setFilePath(str(tmp_path / "out"))
-    task = dock.finetune()
+    dock.classify_section.out_widget.setFilePath(str(tmp_path / "out"))
+    task = dock.train_section.finetune()
     assert task is not None
-    wait_for(lambda: task not in dock.tasks, what="fine-tune")
+    finished(dock, task, "fine-tune")
     assert task.error is None, task.error
-    assert dock.model_box.currentText().startswith("dock-stripes (3 classes")
-    task = dock.classify()
-    wait_for(lambda: task not in dock.tasks, what="classify")
+    assert dock.classify_section.model_box.currentText().startswith("dock-stripes (3 classes")
+    assert dock.change_section.fromto_model_box.currentText().startswith("dock-stripes (3 classes")
+    assert dock.status_label.text().startswith("Engine: ") and dock.progress.isHidden()
+    task = finished(dock, dock.classify_section.classify(), "classify")
     assert task.error is None, task.error
     group = QgsProject.instance().layerTreeRoot().children()[0]
     assert group.name().startswith("SpecAware classes — scene")
@@ -254,36 +283,36 @@ def test_dock_finetune_then_classify_adds_a_styled_group(dock, stripes, tmp_path
 def test_dock_adapts_to_the_scene_before_fine_tuning(dock, stripes):
     raster, polygons, _ = stripes
     choose(dock, raster, polygons, "dock-adapted", 2)
-    dock.adapt_check.setChecked(True)
-    dock.adapt_minutes.setValue(0.1)
-    task = dock.finetune()
-    wait_for(lambda: task not in dock.tasks, what="adapt and fine-tune")
+    dock.train_section.adapt_check.setChecked(True)
+    dock.train_section.adapt_minutes.setValue(0.1)
+    task = finished(dock, dock.train_section.finetune(), "adapt and fine-tune")
     assert task.error is None, task.error
     adapted, trained = task.results[0], task.results[1]
     assert adapted["steps"] > 0 and Path(adapted["backbone"]).name == "adapted-dock-adapted.pth"
     assert "adapted-dock-adapted.pth" in trained["backbone"]
-    assert dock.model_box.currentText().startswith("dock-adapted")
+    assert dock.classify_section.model_box.currentText().startswith("dock-adapted")
 
 
 def test_no_raster_chosen(dock):
-    assert dock.classify() is None and dock.finetune() is None
+    assert dock.classify_section.classify() is None and dock.train_section.finetune() is None
     assert "no raster to classify chosen" in messages(dock)
 
 
 def test_raster_without_wavelengths_asks_for_a_profile(dock, tmp_path):
     bare = make_tif(tmp_path / "bare.tif", np.ones((7, 8, 8), np.float32))
     r, _ = add_layers(bare)
-    dock.raster_box.setLayer(r)
-    wait_for(lambda: dock.profile_label.problem is not None, what="the sensor check")
-    assert "choose a sensor profile" in dock.profile_label.problem
-    assert dock.classify() is None and "choose a sensor profile" in messages(dock)
+    scene = dock.classify_section.raster
+    scene.box.setLayer(r)
+    wait_for(lambda: scene.label.problem is not None, what="the sensor check")
+    assert "choose a sensor profile" in scene.label.problem
+    assert dock.classify_section.classify() is None and "choose a sensor profile" in messages(dock)
 
 
 def test_empty_class_field_names_the_field_and_layer(dock, stripes, tmp_path):
     raster = stripes[0]
     empty = write_polygons(tmp_path / "empty.gpkg", [(None, p) for _, p in stripe_polygons()])
     choose(dock, raster, empty)
-    assert dock.finetune() is None
+    assert dock.train_section.finetune() is None
     assert "the class field 'class' of layer 'training' is empty" in messages(dock)
 
 
@@ -291,37 +320,55 @@ def test_unwritable_output_folder(dock, stripes, tmp_path):
     choose(dock, stripes[0])
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    dock.out_widget.setFilePath(str(blocker / "results"))
-    dock.model_box.setCurrentIndex(dock.model_box.findData("__clusters__"))
-    assert dock.classify() is None
+    use_clusters(dock, blocker / "results")
+    assert dock.classify_section.classify() is None
     assert f"cannot write to the output folder {blocker / 'results'}" in messages(dock)
 
 
 def test_failed_job_goes_to_the_message_bar(dock, stripes, tmp_path):
     choose(dock, stripes[0])
-    dock.out_widget.setFilePath(str(tmp_path / "out"))
-    dock.model_box.addItem("gone", str(tmp_path / "deleted-bundle"))
-    dock.model_box.setCurrentIndex(dock.model_box.count() - 1)
-    task = dock.classify()
-    wait_for(lambda: task not in dock.tasks, what="classify")
+    classify = dock.classify_section
+    classify.out_widget.setFilePath(str(tmp_path / "out"))
+    classify.model_box.addItem("gone", str(tmp_path / "deleted-bundle"))
+    classify.model_box.setCurrentIndex(classify.model_box.count() - 1)
+    task = finished(dock, classify.classify(), "classify")
     assert task.error is not None and "failed" in messages(dock) and "deleted-bundle" in messages(dock)
     assert not any((tmp_path / "out").iterdir()), "a failed run leaves no folder behind"
 
 
 def test_second_job_is_queued_and_cancel_leaves_no_output(dock, tmp_path):
     choose(dock, make_tif(tmp_path / "big.tif", spectra(20, 1024, 1024), gt=NORTH_UP, wavelengths=WL20))
-    dock.out_widget.setFilePath(str(tmp_path / "out"))
-    dock.model_box.setCurrentIndex(dock.model_box.findData("__clusters__"))
-    first = dock.classify()
-    second = dock.classify()
+    use_clusters(dock, tmp_path / "out")
+    first = dock.classify_section.classify()
+    second = dock.classify_section.classify()
     assert "is queued: the engine runs one job at a time" in messages(dock)
-    wait_for(lambda: first.progress() > 0 or first not in dock.tasks, what="the first job to start")
-    dock.cancel()
-    wait_for(lambda: first not in dock.tasks and second not in dock.tasks, what="cancel")
+    assert dock.queue.visible() == [first, second] and dock.cancel_button.isEnabled()
+    wait_for(lambda: first.progress() > 0 or first not in dock.queue.tasks, what="the first job to start")
+    dock.cancel_button.click()
+    wait_for(lambda: first not in dock.queue.tasks and second not in dock.queue.tasks, what="cancel")
     assert first.error is not None and first.error.cancelled
     assert second.error is not None and second.error.cancelled
     left = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert left == [], f"cancelled runs left {left}"
+
+
+def test_quiet_checks_stay_out_of_the_progress_line(dock):
+    heard = []
+    task = dock.queue.start("SpecAware: a quiet check", [("diagnostics", {})], heard.append, quiet=True)
+    assert dock.queue.visible() == [] and dock.progress.isHidden() and not dock.cancel_button.isEnabled()
+    finished(dock, task, "the quiet check")
+    assert heard == [task] and dock.status_label.text().endswith("Idle.")
+
+
+def test_tasks_that_end_after_unload_touch_no_widget(dock):
+    heard = []
+    task = dock.queue.start("SpecAware: a job", [("diagnostics", {})], heard.append, on_error=heard.append)
+    assert dock.queue.visible() == [task] and not dock.progress.isHidden() and dock.cancel_button.isEnabled()
+    status = dock.status_label.text()
+    dock.cleanup()  # what the plugin's unload does before the dock is deleted
+    finished(dock, task, "the job")
+    assert heard == [] and messages(dock) == ""
+    assert dock.status_label.text() == status and not dock.progress.isHidden()
 
 
 def test_no_engine_environment_gives_guidance(tmp_path):
@@ -338,14 +385,14 @@ def test_no_engine_environment_gives_guidance(tmp_path):
 
 
 def test_dock_without_engine_shows_guidance_not_a_traceback(make_dock):
+    from specaware_qgis.engine_process import Engine
     from specaware_qgis.environment import EngineEnvironment
-    from specaware_qgis.settings import Engine
     engine = Engine(search=lambda configured: EngineEnvironment(None, "none", "No Python with PyTorch was found "
                                                                 "for the SpecAware engine (test)."))
     d = make_dock(engine=engine)
-    wait_for(lambda: not d.tasks, what="the engine check")
+    wait_for(lambda: not d.queue.tasks, what="the engine check")
     assert "No Python with PyTorch was found" in d.status_label.text()
-    assert not d.create_env_button.isHidden()
+    assert not d.engine_section.create_env_button.isHidden()
 
 
 # --- official weights -------------------------------------------------------------------------------------------
@@ -401,15 +448,21 @@ def base_shaped_file(tmp_path_factory):
     return path
 
 
+def weights_task(dock):
+    """The weights download or check the dock's Engine-and-weights section started."""
+    from specaware_qgis.weights import WeightsTask
+    return next(t for t in dock.queue.tasks if isinstance(t, WeightsTask))
+
+
 def test_weights_download_resumes_an_interrupted_transfer_and_is_checked(base_shaped_file, tmp_path, make_dock):
     from specaware_qgis import settings
     size = base_shaped_file.stat().st_size
     server = RangeServer(base_shaped_file, drop_first_at=size // 3)
     try:
         d = make_dock()
-        d.url_edit.setText(server.url)
-        task = d.get_weights()
-        wait_for(lambda: task not in d.tasks, what="the download")
+        d.engine_section.url_edit.setText(server.url)
+        d.engine_section.weights_button.click()
+        task = finished(d, weights_task(d), "the download")
     finally:
         server.close()
     assert task.error is None, task.error
@@ -417,7 +470,7 @@ def test_weights_download_resumes_an_interrupted_transfer_and_is_checked(base_sh
     got = Path(task.path)
     assert got.read_bytes() == base_shaped_file.read_bytes() and not got.with_name(got.name + ".part").exists()
     assert task.summary["embed_dim"] == 768 and task.summary["depth"] == 12
-    assert settings.get("checkpoint") == str(got) and d.checkpoint_widget.filePath() == str(got)
+    assert settings.get("checkpoint") == str(got) and d.engine_section.checkpoint_widget.filePath() == str(got)
     assert "SpecAware weights ready" in messages(d)
     settings.put("checkpoint", "")
 
@@ -444,8 +497,8 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, make_dock):
     bogus = tmp_path / "notes.pth"
     bogus.write_bytes(b"not a checkpoint")
     d = make_dock()
-    task = d.get_weights(str(bogus))
-    wait_for(lambda: task not in d.tasks, what="the check")
+    d.engine_section.checkpoint_widget.setFilePath(str(bogus))  # as when the user picks the file
+    task = finished(d, weights_task(d), "the check")
     assert task.error and "notes.pth" in task.error and settings.get("checkpoint") == ""
 
 
@@ -461,23 +514,19 @@ def test_dock_change_from_to_and_export(dock, stripes, tmp_path):
     before_layer, _ = add_layers(raster)
     after_layer, _ = add_layers(after)
     dock.refresh_engine()
-    wait_for(lambda: not dock.tasks, what="the model list")
-    dock.before_box.setLayer(before_layer)
-    dock.after_box.setLayer(after_layer)
-    dock.mode_box.setCurrentIndex(dock.mode_box.findData("fromto"))
+    wait_for(lambda: not dock.queue.tasks, what="the model list")
+    change = choose_dates(dock, before_layer, after_layer, "fromto", tmp_path / "out")
     from qgis.PyQt.QtCore import Qt
-    dock.fromto_model_box.setCurrentIndex(dock.fromto_model_box.findText("fromto-stripes", Qt.MatchStartsWith))
-    dock.out_widget.setFilePath(str(tmp_path / "out"))
-    wait_for(lambda: dock.before_label.info and dock.after_label.info, what="the sensor checks")
-    task = dock.detect_changes()
-    wait_for(lambda: task not in dock.tasks, what="change detection")
+    change.fromto_model_box.setCurrentIndex(change.fromto_model_box.findText("fromto-stripes", Qt.MatchStartsWith))
+    task = finished(dock, change.detect_changes(), "change detection")
     assert task.error is None, task.error
     r = task.result
     assert any(k.startswith("water → sand") for k in r["transitions_ha"])
     group = QgsProject.instance().layerTreeRoot().children()[0]
     assert [c.layer().name() for c in group.children()] == ["change polygons", "change", "from → to",
                                                              "change magnitude"]
-    shp = dock.export_change_polygons(str(tmp_path / "export" / "changes.shp"))
+    assert change.export_button.isEnabled()
+    shp = change.export_change_polygons(str(tmp_path / "export" / "changes.shp"))
     exported = QgsVectorLayer(shp, "exported", "ogr")
     assert exported.isValid() and exported.featureCount() == r["polygons"]["count"] > 0
     assert {"area_m2", "from_class", "to_class"} <= set(exported.fields().names())
@@ -486,8 +535,7 @@ def test_dock_change_from_to_and_export(dock, stripes, tmp_path):
 
 def test_diagnostics_copies_versions(dock):
     from qgis.PyQt.QtWidgets import QApplication
-    task = dock.diagnostics()
-    wait_for(lambda: task not in dock.tasks, what="diagnostics")
+    finished(dock, dock.diagnostics(), "diagnostics")
     text = json.loads(QApplication.clipboard().text())
     assert text["qgis"].startswith("3.") and text["torch"].startswith("2.") and text["engine"]
     assert "cuda_available" in text and text["gdal (QGIS)"]
@@ -521,16 +569,11 @@ def test_dock_supervised_change_trains_a_change_model_then_maps_it(dock, stripes
         ("no change", rect(20, 5, 30, 15)), ("no change", rect(36, 30, 46, 40)), ("no change", rect(4, 42, 12, 47))])
     before_layer, samples_layer = add_layers(raster, samples)
     after_layer, _ = add_layers(after)
-    dock.before_box.setLayer(before_layer)
-    dock.after_box.setLayer(after_layer)
-    dock.mode_box.setCurrentIndex(dock.mode_box.findData("supervised"))
-    dock.change_polygons_box.setLayer(samples_layer)
-    dock.change_field_box.setField("class")
-    dock.epochs_spin.setValue(3)
-    dock.out_widget.setFilePath(str(tmp_path / "out"))
-    wait_for(lambda: dock.before_label.info and dock.after_label.info, what="the sensor checks")
-    task = dock.detect_changes()
-    wait_for(lambda: task not in dock.tasks, what="supervised change")
+    change = choose_dates(dock, before_layer, after_layer, "supervised", tmp_path / "out")
+    change.change_polygons_box.setLayer(samples_layer)
+    change.change_field_box.setField("class")
+    dock.train_section.epochs_spin.setValue(3)  # supervised change trains with the Train section's epochs
+    task = finished(dock, change.detect_changes(), "supervised change")
     assert task.error is None, task.error
     trained, mapped = task.results
     assert Path(trained["bundle"]).name.startswith("change-change-after")

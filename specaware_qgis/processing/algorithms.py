@@ -1,5 +1,6 @@
-"""SpecAware Processing algorithms. Each validates its inputs, runs one engine job through the same
-`Engine.run` as the dock, styles its outputs (a `.qml` beside each file) and loads them on completion."""
+"""SpecAware Processing algorithms. Each validates its inputs, runs its engine jobs (the chains of `workflows`,
+shared with the dock) through the same `Engine.run` as the dock, styles its outputs (a `.qml` beside each file)
+and loads them on completion."""
 from __future__ import annotations
 
 import json
@@ -14,14 +15,16 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingConte
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorLayer)
 
-from .. import inputs, layers
+from .. import inputs, layers, workflows
 from ..client import EngineJobError
+from ..engine_process import Engine
 from ..inputs import InputError
-from ..settings import Engine
+from ..settings import weights_dir
+from ..vocabulary import BACKBONE_MODES, HEADS, PRESETS, TASKS
+from ..workflows import Step, run_steps
 
-PRESETS = ["tiny", "small", "base"]
-HEADS = ["light", "upernet"]
-BACKBONE_MODES = ["frozen", "last-2", "full"]
+TASK_CHOICES = {"pixels": "land cover (per pixel)", "cells": "grid cells / parcels (one label per polygon)"}
+TRAINING_TASKS = [t for t in TASKS if t in TASK_CHOICES]  # change models: the dock's supervised change
 TRAINING_TYPES = [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]
 
 
@@ -56,7 +59,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             parameters, name, context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
         return path, layer or None
 
-    def run_engine(self, params: dict, feedback, job: str | None = None) -> dict:
+    def run_chain(self, steps: list[Step], feedback, finished=None) -> list[dict]:
+        """Run a chain of engine jobs one after another; progress over the whole chain, warnings as they come."""
         last = [""]
 
         def progress(fraction: float, message: str) -> None:
@@ -64,13 +68,20 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if message and message != last[0]:
                 feedback.setProgressText(message)
                 last[0] = message
+
+        def run_job(job: str, params: dict, job_progress) -> dict:
+            result, warnings = Engine.shared().run(job, params, job_progress, feedback.isCanceled, self.title)
+            for w in warnings:
+                feedback.pushWarning(w)
+            return result
         try:
-            result, warnings = Engine.shared().run(job or self.job, params, progress, feedback.isCanceled, self.title)
+            return run_steps(steps, run_job, progress, finished)
         except EngineJobError as e:
             raise QgsProcessingException(str(e)) from e
-        for w in warnings:
-            feedback.pushWarning(w)
-        return result
+
+    def run_engine(self, params: dict, feedback) -> dict:
+        """Run the algorithm's one engine job."""
+        return self.run_chain([(self.job, params)], feedback)[-1]
 
     @staticmethod
     def load(context, path, name: str, output: str) -> None:
@@ -102,9 +113,9 @@ class ClassifyAlgorithm(EngineAlgorithm):
         if (model is None) == (clusters is None):
             raise QgsProcessingException("give either a model or a number of clusters (2–64), not both")
         out = Path(self.parameterAsString(parameters, "OUTPUT", context))
-        params = {"raster": self.raster(parameters, "INPUT", context), "out": str(out), "model": model,
-                  "clusters": clusters, "profile": self.parameterAsString(parameters, "PROFILE", context) or None}
-        r = self.run_engine(params, feedback)
+        steps = workflows.classify(self.raster(parameters, "INPUT", context), str(out), model, clusters,
+                                   self.parameterAsString(parameters, "PROFILE", context) or None)
+        r = self.run_chain(steps, feedback)[-1]
         names, colors = r["classes"]["names"], r["classes"]["colors"]
         layers.class_layer(out / "classes.tif", names, colors)
         layers.confidence_layer(out / "confidence.tif")
@@ -130,8 +141,7 @@ class FinetuneAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterString("NAME", "Model name"))
         self.addParameter(QgsProcessingParameterEnum("PRESET", "Preset (when no checkpoint is configured)",
                                                      PRESETS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum("TASK", "Task", ["land cover (per pixel)",
-                                                                     "grid cells / parcels (one label per polygon)"],
+        self.addParameter(QgsProcessingParameterEnum("TASK", "Task", [TASK_CHOICES[t] for t in TRAINING_TASKS],
                                                      defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum("HEAD", "Head (land cover)", HEADS, defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer,
@@ -168,17 +178,14 @@ class FinetuneAlgorithm(EngineAlgorithm):
                   "backbone_mode": BACKBONE_MODES[self.parameterAsEnum(parameters, "BACKBONE_MODE", context)],
                   "backbone": self.parameterAsString(parameters, "BACKBONE", context).strip() or None,
                   "seed": self.parameterAsInt(parameters, "SEED", context),
-                  "task": ("pixels", "cells")[self.parameterAsEnum(parameters, "TASK", context)]}
-        minutes = self.parameterAsDouble(parameters, "ADAPT_MINUTES", context)
-        if minutes > 0:
-            from ..settings import weights_dir
-            adapted = self.run_engine({"raster": params["raster"], "minutes": minutes, "preset": params["preset"],
-                                       "backbone": params["backbone"], "seed": params["seed"],
-                                       "out": str(weights_dir() / f"adapted-{params['out']}.pth")}, feedback, "adapt")
-            feedback.pushInfo(f"adapted backbone {adapted['backbone']}: {adapted['steps']} MAE steps, loss "
-                              f"{adapted['loss_first']:.4f} → {adapted['loss_last']:.4f}")
-            params["backbone"] = adapted["backbone"]
-        r = self.run_engine(params, feedback)
+                  "task": TRAINING_TASKS[self.parameterAsEnum(parameters, "TASK", context)]}
+
+        def adapted(job: str, result: dict) -> None:
+            if job == "adapt":
+                feedback.pushInfo(f"adapted backbone {result['backbone']}: {result['steps']} MAE steps, loss "
+                                  f"{result['loss_first']:.4f} → {result['loss_last']:.4f}")
+        steps = workflows.finetune(params, weights_dir(), self.parameterAsDouble(parameters, "ADAPT_MINUTES", context))
+        r = self.run_chain(steps, feedback, adapted)[-1]
         v = r.get("validation") or {}
         if v.get("oa") is not None:
             feedback.pushInfo(f"validation OA {v['oa']:.3f}, κ {v['kappa']:.3f}, mIoU {v.get('miou', 0):.3f}")
@@ -216,11 +223,10 @@ class ChangeAlgorithm(EngineAlgorithm):
             except ValueError:
                 raise QgsProcessingException(f"threshold {threshold!r}: give 'otsu' or a number") from None
         out = Path(self.parameterAsString(parameters, "OUTPUT", context))
-        params = {"before": self.raster(parameters, "BEFORE", context),
-                  "after": self.raster(parameters, "AFTER", context), "out": str(out),
-                  "model": self.parameterAsString(parameters, "MODEL", context).strip() or None,
-                  "threshold": threshold, "min_area": self.parameterAsDouble(parameters, "MIN_AREA", context)}
-        r = self.run_engine(params, feedback)
+        steps = workflows.change(self.raster(parameters, "BEFORE", context), self.raster(parameters, "AFTER", context),
+                                 str(out), threshold, self.parameterAsDouble(parameters, "MIN_AREA", context),
+                                 self.parameterAsString(parameters, "MODEL", context).strip() or None)
+        r = self.run_chain(steps, feedback)[-1]
         layers.change_layer(out / "change.tif")
         layers.magnitude_layer(out / "magnitude.tif")
         layers.change_polygons_layer(out / "change.gpkg")

@@ -62,46 +62,48 @@ def dock():
 
 def engine_ready():
     d = dock()
-    if d.tasks:
+    if d.queue.tasks:
         return False
-    d.raster_box.setLayer(layer("scene"))
-    d.polygons_box.setLayer(layer("training polygons"))
+    d.classify_section.raster.box.setLayer(layer("scene"))
+    d.train_section.polygons_box.setLayer(layer("training polygons"))
     report("engine ready", status=d.status_label.text())
     return True
 
 
 def start_finetune():
     d = dock()
-    if d.profile_label.info is None:
-        if d.profile_label.problem:
-            raise RuntimeError(d.profile_label.problem)
+    sensor, train = d.classify_section.raster.label, d.train_section
+    if sensor.info is None:
+        if sensor.problem:
+            raise RuntimeError(sensor.problem)
         return False
-    d.field_box.setField("class")
-    d.name_edit.setText("e2e-demo")
-    d.epochs_spin.setValue(int(os.environ.get("SPECAWARE_E2E_EPOCHS", "5")))
-    d.out_widget.setFilePath(os.environ["SPECAWARE_E2E_OUT"])
-    click(d.finetune_button)
-    if not d.tasks:
+    train.field_box.setField("class")
+    train.name_edit.setText("e2e-demo")
+    train.epochs_spin.setValue(int(os.environ.get("SPECAWARE_E2E_EPOCHS", "5")))
+    d.classify_section.out_widget.setFilePath(os.environ["SPECAWARE_E2E_OUT"])
+    click(train.finetune_button)
+    if not d.queue.tasks:
         raise RuntimeError("Fine-tune started nothing: " + bar_text())
-    report("fine-tuning", sensor=d.profile_label.text())
+    report("fine-tuning", sensor=sensor.text())
     return True
 
 
 def start_classify():
     d = dock()
-    if d.tasks:
+    if d.queue.tasks:
         return False
-    if not d.model_box.currentText().startswith("e2e-demo"):
-        raise RuntimeError(f"the new model is not selected: {d.model_box.currentText()!r}; messages: "
+    classify = d.classify_section
+    if not classify.model_box.currentText().startswith("e2e-demo"):
+        raise RuntimeError(f"the new model is not selected: {classify.model_box.currentText()!r}; messages: "
                            + bar_text())
-    click(d.classify_button)
-    report("classifying", model=d.model_box.currentText())
+    click(classify.classify_button)
+    report("classifying", model=classify.model_box.currentText())
     return True
 
 
 def check_result():
     d = dock()
-    if d.tasks:
+    if d.queue.tasks:
         return False
     root = QgsProject.instance().layerTreeRoot()
     group = next(g for g in root.children() if g.name().startswith("SpecAware classes"))
@@ -124,16 +126,17 @@ def check_result():
 def start_change():
     """The Change section: the scene against a second date, unsupervised, then the change polygons exported."""
     d = dock()
-    if d.tasks:
+    if d.queue.tasks:
         return False
-    d.before_box.setLayer(layer("scene"))
-    d.after_box.setLayer(layer("scene (second date)"))
-    if d.before_label.info is None or d.after_label.info is None:
+    change = d.change_section
+    change.before.box.setLayer(layer("scene"))
+    change.after.box.setLayer(layer("scene (second date)"))
+    if change.before.label.info is None or change.after.label.info is None:
         return False
-    d.mode_box.setCurrentIndex(d.mode_box.findData("unsupervised"))
-    d.min_area_spin.setValue(50.0)
-    click(d.detect_button)
-    if not d.tasks:
+    change.mode_box.setCurrentIndex(change.mode_box.findData("unsupervised"))
+    change.min_area_spin.setValue(50.0)
+    click(change.detect_button)
+    if not d.queue.tasks:
         raise RuntimeError("Detect changes started nothing: " + bar_text())
     report("detecting changes")
     return True
@@ -141,11 +144,12 @@ def start_change():
 
 def export_change():
     d = dock()
-    if d.tasks:
+    if d.queue.tasks:
         return False
-    if not d.export_button.isEnabled():
+    change = d.change_section
+    if not change.export_button.isEnabled():
         raise RuntimeError("no change result: " + bar_text())
-    path = d.export_change_polygons(os.environ["SPECAWARE_E2E_OUT"] + "/exported_changes.gpkg")  # the button's
+    path = change.export_change_polygons(os.environ["SPECAWARE_E2E_OUT"] + "/exported_changes.gpkg")  # the button's
     group = QgsProject.instance().layerTreeRoot().children()[0]  # file dialog, answered with this path
     report("change exported", exported=path, change_group=group.name(),
            change_layers=[c.layer().name() for c in group.children()])

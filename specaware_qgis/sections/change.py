@@ -1,0 +1,146 @@
+"""The dock's Change section: two dates, unsupervised / supervised / from–to change, threshold and minimum mapping
+unit; the result is added as a styled group and its polygons can be exported."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer
+from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox
+from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QPushButton
+
+from .. import inputs, layers, workflows
+from ..inputs import InputError
+from ..task_queue import TaskQueue
+from ..tasks import EngineTask
+from .train import TrainSection
+from .widgets import SAMPLE_LAYERS, ModelBox, RasterChoice, form, layer_box, row
+
+CHANGE_MODES = [("unsupervised", "Unsupervised (feature distance + spectral angle)"),
+                ("supervised", "Supervised (train on change / no-change polygons)"),
+                ("fromto", "From–to (classify both dates with a model)")]
+
+
+class ChangeSection(QgsCollapsibleGroupBox):
+    """Change between two dates; supervised change trains with the Train section's preset and epochs."""
+
+    def __init__(self, queue: TaskQueue, say: Callable, project: QgsProject, output_root: Callable[[], Path],
+                 train: TrainSection):
+        super().__init__("Change")
+        self.queue, self.say, self.project = queue, say, project
+        self.output_root, self.train = output_root, train
+        self.last_change: dict | None = None
+        self.before, self.after = RasterChoice(queue, self), RasterChoice(queue, self)
+        self.mode_box = QComboBox()
+        for key, text in CHANGE_MODES:
+            self.mode_box.addItem(text, key)
+        self.change_polygons_box = layer_box(SAMPLE_LAYERS)
+        self.change_field_box = QgsFieldComboBox()
+        self.change_field_box.setAllowEmptyFieldName(True)
+        self.change_polygons_box.layerChanged.connect(self.change_field_box.setLayer)
+        self.fromto_model_box = ModelBox()
+        self.otsu_check = QCheckBox("Otsu")
+        self.otsu_check.setChecked(True)
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setDecimals(4)
+        self.threshold_spin.setRange(0.0, 1e6)
+        self.threshold_spin.setEnabled(False)
+        self.otsu_check.toggled.connect(lambda on: self.threshold_spin.setEnabled(not on))
+        self.min_area_spin = QDoubleSpinBox()
+        self.min_area_spin.setRange(0.0, 1e9)
+        self.min_area_spin.setSuffix(" m²")
+        self.detect_button = QPushButton("Detect changes")
+        self.export_button = QPushButton("Export change polygons…")
+        self.export_button.setEnabled(False)
+        layout = form(self)
+        for when, choice in (("Before", self.before), ("After", self.after)):
+            layout.addRow(when, choice.box)
+            layout.addRow("", choice.label)
+            layout.addRow(f"{when} profile", choice.profile)
+        layout.addRow("Mode", self.mode_box)
+        layout.addRow("Change samples", self.change_polygons_box)
+        layout.addRow("Change field", self.change_field_box)
+        layout.addRow("Classification model", self.fromto_model_box)
+        layout.addRow("Threshold", row(self.otsu_check, self.threshold_spin))
+        layout.addRow("Minimum mapping unit", self.min_area_spin)
+        layout.addRow(row(self.detect_button, self.export_button))
+        self.mode_box.currentIndexChanged.connect(self._mode_changed)
+        self._mode_changed()
+        self.detect_button.clicked.connect(self.detect_changes)
+        self.export_button.clicked.connect(lambda: self.export_change_polygons())
+
+    def _mode_changed(self) -> None:
+        mode = self.mode_box.currentData()
+        for w in (self.change_polygons_box, self.change_field_box):
+            w.setEnabled(mode == "supervised")
+        self.fromto_model_box.setEnabled(mode == "fromto")
+
+    def detect_changes(self) -> EngineTask | None:
+        mode = self.mode_box.currentData()
+        try:
+            before = self.before.ready_path("'before' raster")
+            after = self.after.ready_path("'after' raster")
+            if before == after:
+                raise InputError("the 'before' and 'after' rasters are the same file: choose two dates")
+            folder = inputs.run_folder(self.output_root(), "change", self.after.layer_name())
+            model = samples = None
+            if mode == "supervised":
+                samples = self._samples()
+            elif mode == "fromto":
+                model = self.fromto_model_box.currentData()
+                if not model:
+                    raise InputError("from–to needs a classification model: fine-tune one in the Train section")
+        except InputError as e:
+            self.say(str(e), Qgis.Warning)
+            return None
+        threshold = "otsu" if self.otsu_check.isChecked() else self.threshold_spin.value()
+        steps = workflows.change(before, after, str(folder), threshold, self.min_area_spin.value(), model, samples)
+        return self.queue.start(f"SpecAware: change {self.before.layer_name()} → {self.after.layer_name()}", steps,
+                                self._changed, folder=folder)
+
+    def _samples(self) -> dict:
+        """The change / no-change polygons for training a change model, with the Train section's preset and epochs."""
+        poly = self.change_polygons_box.currentLayer()
+        polygons, layer_name = inputs.vector_source(poly, "change sample layer")
+        field = self.change_field_box.currentField()
+        inputs.class_values(poly, field)
+        return {"polygons": polygons, "layer": layer_name, "class_field": field,
+                "preset": self.train.preset_box.currentText(), "epochs": self.train.epochs_spin.value()}
+
+    def _changed(self, task: EngineTask) -> None:
+        r = task.result
+        out = Path(r["outputs"][0]).parent
+        group = [layers.change_polygons_layer(out / "change.gpkg"), layers.change_layer(out / "change.tif"),
+                 layers.magnitude_layer(out / "magnitude.tif")]
+        if (out / "fromto.tif").exists():
+            group.insert(2, QgsRasterLayer(str(out / "fromto.tif"), "from → to"))
+        layers.add_group(f"SpecAware change ({out.name})", group, self.project)
+        self.last_change = r
+        self.export_button.setEnabled(True)
+        self.say(f"{r['changed_area_ha']:g} ha changed ({r['polygons']['count']} polygons); outputs in {out}",
+                 Qgis.Success)
+
+    def export_change_polygons(self, path: str | None = None) -> str | None:
+        """Save the last change polygons to a file the user picks (GeoPackage, Shapefile, GeoJSON…)."""
+        if not self.last_change:
+            self.say("no change map yet: run Detect changes first", Qgis.Warning)
+            return None
+        src = Path(self.last_change["outputs"][0]).parent / "change.gpkg"
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export change polygons", str(src.with_name("changes.gpkg")),
+                                                  "GeoPackage (*.gpkg);;ESRI Shapefile (*.shp);;GeoJSON (*.geojson)")
+            if not path:
+                return None
+        layer = QgsVectorLayer(str(src), "change polygons", "ogr")  # already styled; the project holds it open
+        opts = QgsVectorFileWriter.SaveVectorOptions()
+        opts.driverName = QgsVectorFileWriter.driverForExtension(Path(path).suffix) or "GPKG"
+        tmp = Path(path).with_name(f".part-{Path(path).name}")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        err = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(tmp), self.project.transformContext(), opts)
+        if err[0] != QgsVectorFileWriter.NoError:
+            self.say(f"could not write {path}: {err[1]}", Qgis.Critical)
+            return None
+        for sibling in tmp.parent.glob(f"{tmp.stem}.*"):  # a Shapefile is several files
+            sibling.replace(Path(path).with_suffix(sibling.suffix))
+        self.say(f"change polygons exported to {path}", Qgis.Success)
+        return path

@@ -1,0 +1,125 @@
+"""The dock's Train section: fine-tune a model on polygons (or points) of the Classify section's raster, optionally
+adapting to the scene first; the new model is then listed and selected."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from qgis.core import Qgis
+from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox
+from qgis.PyQt.QtWidgets import QCheckBox, QDoubleSpinBox, QLineEdit, QPushButton, QSpinBox
+
+from .. import inputs, layers, settings, vocabulary, workflows
+from ..inputs import InputError
+from ..task_queue import TaskQueue
+from ..tasks import EngineTask
+from .widgets import SAMPLE_LAYERS, RasterChoice, choice_box, form, layer_box, row
+
+
+class TrainSection(QgsCollapsibleGroupBox):
+    """Fine-tuning; `on_trained(models, bundle)` hears of the new model with the engine's model list."""
+
+    def __init__(self, queue: TaskQueue, say: Callable, raster: RasterChoice,
+                 on_trained: Callable[[list[dict], str], None]):
+        super().__init__("Train (fine-tune on polygons of the raster above)")
+        self.queue, self.say, self.raster, self.on_trained = queue, say, raster, on_trained
+        self.polygons_box = layer_box(SAMPLE_LAYERS)
+        self.field_box = QgsFieldComboBox()
+        self.field_box.setAllowEmptyFieldName(True)
+        self.polygons_box.layerChanged.connect(self._polygons_changed)
+        self.val_box = layer_box(SAMPLE_LAYERS)
+        self.name_edit = QLineEdit(time.strftime("model-%Y%m%d"))
+        self.preset_box = choice_box(vocabulary.PRESETS)
+        self.head_box = choice_box(vocabulary.HEADS)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 1000)
+        self.epochs_spin.setValue(40)
+        self.adapt_check = QCheckBox("Adapt to these scenes first (MAE on the raster)")
+        self.adapt_minutes = QDoubleSpinBox()
+        self.adapt_minutes.setRange(0.1, 600.0)
+        self.adapt_minutes.setValue(5.0)
+        self.adapt_minutes.setSuffix(" min")
+        self.adapt_minutes.setEnabled(False)
+        self.adapt_check.toggled.connect(self.adapt_minutes.setEnabled)
+        self.finetune_button = QPushButton("Fine-tune")
+        layout = form(self)
+        layout.addRow("Training layer", self.polygons_box)
+        layout.addRow("Class field", self.field_box)
+        layout.addRow("Validation layer", self.val_box)
+        layout.addRow("Model name", self.name_edit)
+        layout.addRow("Preset", self.preset_box)
+        layout.addRow("Head", self.head_box)
+        layout.addRow("Epochs", self.epochs_spin)
+        layout.addRow(row(self.adapt_check, self.adapt_minutes))
+        layout.addRow(self._advanced())
+        layout.addRow(self.finetune_button)
+        self.finetune_button.clicked.connect(self.finetune)
+
+    def _advanced(self) -> QgsCollapsibleGroupBox:
+        group = QgsCollapsibleGroupBox("Advanced")
+        group.setCollapsed(True)
+        self.backbone_mode_box = choice_box(vocabulary.BACKBONE_MODES)
+        self.val_fraction_spin = QDoubleSpinBox()
+        self.val_fraction_spin.setRange(0.0, 0.9)
+        self.val_fraction_spin.setSingleStep(0.05)
+        self.val_fraction_spin.setValue(0.3)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(1e-5, 1.0)
+        self.lr_spin.setValue(1e-3)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2 ** 31 - 1)
+        self.windows_spin = QSpinBox()
+        self.windows_spin.setRange(8, 100000)
+        self.windows_spin.setValue(64)
+        layout = form(group)
+        layout.addRow("Backbone", self.backbone_mode_box)
+        layout.addRow("Validation share", self.val_fraction_spin)
+        layout.addRow("Learning rate", self.lr_spin)
+        layout.addRow("Windows per epoch", self.windows_spin)
+        layout.addRow("Seed", self.seed_spin)
+        return group
+
+    def _polygons_changed(self, layer) -> None:
+        """Offer the layer's fields; the field its categorized style is drawn by is likely the class."""
+        self.field_box.setLayer(layer)
+        if layer is not None:
+            field = getattr(layer.renderer(), "classAttribute", lambda: "")()
+            if field and layer.fields().indexOf(field) >= 0:
+                self.field_box.setField(field)
+
+    def finetune(self) -> EngineTask | None:
+        try:
+            raster = self.raster.ready_path("raster to train on")
+            poly = self.polygons_box.currentLayer()
+            polygons, layer_name = inputs.vector_source(poly, "training layer")
+            field = self.field_box.currentField()
+            values = inputs.class_values(poly, field)
+            if len(values) < 2:
+                raise InputError(f"the class field {field!r} of {poly.name()!r} holds one class ({values[0]}); "
+                                 "training needs at least two")
+            name = self.name_edit.text().strip()
+            if not name:
+                raise InputError("no model name: type a name for the new model")
+            val = self.val_box.currentLayer()
+            val_path = inputs.vector_source(val, "validation layer")[0] if val is not None else None
+        except InputError as e:
+            self.say(str(e), Qgis.Warning)
+            return None
+        params = {"raster": raster, "polygons": polygons, "layer": layer_name, "class_field": field, "out": name,
+                  "preset": self.preset_box.currentText(), "head": self.head_box.currentText(),
+                  "epochs": self.epochs_spin.value(), "backbone_mode": self.backbone_mode_box.currentText(),
+                  "val_fraction": self.val_fraction_spin.value(), "lr": self.lr_spin.value(),
+                  "windows_per_epoch": self.windows_spin.value(), "seed": self.seed_spin.value(),
+                  "val_polygons": val_path, "colors": layers.category_colors(poly, field) or None,
+                  "profile": self.raster.profile.param()}
+        adapt = self.adapt_minutes.value() if self.adapt_check.isChecked() else 0.0
+        steps = workflows.finetune(params, settings.weights_dir(), adapt, list_models=True)
+        return self.queue.start(f"SpecAware: fine-tune {name}", steps, self._trained)
+
+    def _trained(self, task: EngineTask) -> None:
+        trained, models = task.results[-2:]
+        self.on_trained(models["models"], trained["bundle"])
+        v = trained.get("validation") or {}
+        score = f": validation OA {v['oa']:.1%}, κ {v['kappa']:.3f}" if v.get("oa") is not None else ""
+        self.say(f"Model {trained['name']} trained{score}", Qgis.Success, trained.get("report"))

@@ -1,0 +1,19 @@
+"""The words the plugin shares with the engine (presets, heads, backbone modes, tasks, devices…), read from
+`resources/vocabulary.json` so that the dock's and Processing's choices are the engine's own lists.
+
+Plain Python (no Qt): the workflows and their tests use it without QGIS.
+"""
+from __future__ import annotations
+
+import json
+
+from .client import engine_root
+
+PATH = engine_root() / "resources" / "vocabulary.json"
+WORDS: dict = json.loads(PATH.read_text(encoding="utf-8"))  # every list; the named ones below are those shown today
+
+PRESETS: list[str] = WORDS["presets"]
+HEADS: list[str] = WORDS["heads"]
+BACKBONE_MODES: list[str] = WORDS["backbone_modes"]
+TASKS: list[str] = WORDS["tasks"]
+DEVICES: list[str] = WORDS["devices"]

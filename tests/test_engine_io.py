@@ -16,7 +16,7 @@ from engine.io.stream import stream_predictions
 from engine.service.jobs import run_job
 from engine.io.sensors import SensorProfile, all_profiles, profile_for_raster, save_custom_profile
 from engine.io.tiling import TileGrid, blend_window
-from standin_jobs import standin_model, write_classes
+from standin import standin_model, write_classes
 
 CHIPS = DATA / "aviris_ng_chips"
 ROTATED_GT = (724440.117, 0.2847, 1.0625, 4077192.168, 1.0625, -0.2847)

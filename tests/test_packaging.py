@@ -42,7 +42,7 @@ def test_package_follows_the_rules():
     names = zipfile.ZipFile(zip_path).namelist()
     assert {n.split("/")[0] for n in names} == {"specaware_qgis"}
     for must in ["specaware_qgis/metadata.txt", "specaware_qgis/LICENSE", "specaware_qgis/__init__.py",
-                 "specaware_qgis/engine/worker.py", "specaware_qgis/engine/model/vit.py",
+                 "specaware_qgis/engine/service/worker.py", "specaware_qgis/engine/model/vit.py",
                  "specaware_qgis/resources/attribute_embeddings.json",
                  "specaware_qgis/resources/sensors/aviris_ng.json", "specaware_qgis/resources/vocabulary.json",
                  "specaware_qgis/processing/algorithms.py", "specaware_qgis/workflows.py",

@@ -130,7 +130,8 @@ def _write_cells(olyr, n, zone_feats, cell_size, W, H, gt, counts, probs, names)
     return written
 
 
-def _averaged_pixels(bundle, source, runtime, cell_size, ids, n, progress, cancel):
+def _averaged_pixels(bundle, source, runtime, cell_size, ids, n, progress: ProgressFn | None,
+                     cancel: CancelFn | None):
     """A land-cover bundle's per-pixel probabilities, streamed and averaged within each cell."""
     forward, names, _, tile, facts = bundle_classifier(bundle, source, runtime)
     K, W = len(names), source.width
@@ -156,7 +157,8 @@ def _averaged_pixels(bundle, source, runtime, cell_size, ids, n, progress, cance
     return sums / np.maximum(counts, 1)[:, None], counts, names, facts
 
 
-def _pooled_cells(bundle, source, runtime, cell_size, ids, n, progress, cancel):
+def _pooled_cells(bundle, source, runtime, cell_size, ids, n, progress: ProgressFn | None,
+                  cancel: CancelFn | None):
     """A cell model (pooled-token head): each cell classified as a whole from windows around it."""
     net = bundle_network(bundle, source, runtime)
     S = min(bundle.meta["tile"], window_size(source, net.cfg.patch_size))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import EngineError
+from .errors import EngineError, shorten
 
 
 def data_dir() -> Path:
@@ -40,6 +40,6 @@ def configured_checkpoint() -> Path | None:
         return None
     path = Path(value).expanduser()
     if not path.is_file():
-        raise EngineError(f"the configured SpecAware checkpoint {path} does not exist; download "
+        raise EngineError(f"the configured SpecAware checkpoint {shorten(path)} does not exist; download "
                           "SpecAware_Base_model.pth again or change the setting")
     return path

@@ -16,6 +16,7 @@ from typing import ClassVar
 from .errors import EngineError, shorten
 
 INPUT_KINDS = {"raster", "vector", "file", "folder", "path"}  # must exist and be readable
+NAMED_KINDS = {"model"}  # a saved name or a path; when it is an existing path, it is an input too
 OUTPUT_KINDS = {"out-dir", "out-file"}  # must be creatable; never one of the inputs
 
 
@@ -24,7 +25,7 @@ class Param:
     """What a request field means and allows."""
 
     help: str
-    kind: str = "value"  # value | raster | vector | file | folder | path | out-dir | out-file
+    kind: str = "value"  # value | raster | vector | file | folder | path | model | out-dir | out-file
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False  # lo < value (a learning rate), not lo <= value
@@ -121,11 +122,11 @@ class Request:
         out = []
         for name, _, p, _ in self.spec():
             value = getattr(self, name)
-            if p.kind in INPUT_KINDS and value is not None:
+            if (p.kind in INPUT_KINDS or p.kind in NAMED_KINDS) and value is not None:
                 for v in value if isinstance(value, list) else [value]:
                     path = Path(v).expanduser()
                     out += [path, path.with_suffix(".hdr"), Path(f"{path}.hdr")] if p.kind == "raster" else [path]
-        return [p for p in out if p.exists()]
+        return [p for p in out if exists(p)]
 
     def output_paths(self) -> list[Path]:
         """Every file the job will write (override); checked against the inputs before any work."""
@@ -210,11 +211,20 @@ def _check_value(name: str, p: Param, value) -> None:
         _check_output(name, p, Path(str(value)).expanduser())
 
 
+def exists(path: Path, name: str = "path") -> bool:
+    """Whether `path` exists; a path the system cannot even look up (too long, invalid) is a sentence."""
+    try:
+        return path.exists()
+    except (OSError, ValueError) as e:
+        raise EngineError(f"{name}: {shorten(path)} cannot be used ({getattr(e, 'strerror', None) or e}); give "
+                          "a shorter or valid path") from e
+
+
 def _check_input(name: str, p: Param, value: str) -> None:
     if value.startswith(("NETCDF:", "HDF5:", "HDF4_", "/vsi")):
         return
     path = Path(value).expanduser()
-    if not path.exists():
+    if not exists(path, name):
         raise EngineError(f"{name}: {shorten(value)} does not exist; check the path")
     if p.kind in ("raster", "vector", "file") and path.is_dir() and p.kind != "vector":
         raise EngineError(f"{name}: {shorten(value)} is a folder; give the {p.kind} file")
@@ -227,14 +237,14 @@ def _check_input(name: str, p: Param, value: str) -> None:
 def writable_ancestor(path: Path) -> Path | None:
     """The nearest existing folder at or above `path`, if the job could create `path` there."""
     for folder in [path, *path.parents]:
-        if folder.exists():
+        if exists(folder):
             return folder if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK) else None
     return None
 
 
 def _check_output(name: str, p: Param, path: Path) -> None:
     target = path if p.kind == "out-dir" else path.parent
-    if p.kind == "out-dir" and path.exists() and not path.is_dir():
+    if p.kind == "out-dir" and exists(path, name) and not path.is_dir():
         raise EngineError(f"{name}: {shorten(path)} is a file, not a folder; give an output folder")
     if p.kind == "out-file" and path.is_dir():
         raise EngineError(f"{name}: {shorten(path)} is a folder; give a file name")

@@ -7,6 +7,7 @@ from pathlib import Path
 from osgeo import gdal
 
 from ..core.errors import EngineError, shorten
+from ..core.request import exists
 
 gdal.UseExceptions()
 if "GDAL_CACHEMAX" not in os.environ:  # windows are read once; a large block cache only grows RSS with file size
@@ -20,7 +21,7 @@ def open_raster(path: str | Path):
     path = str(path)
     if not path.startswith(GDAL_PREFIXES):
         p = Path(path)
-        if not p.exists():
+        if not exists(p, "raster"):
             raise EngineError(f"raster {shorten(path)} does not exist; check the path")
         if p.is_dir():
             raise EngineError(f"{shorten(path)} is a folder, not a raster; give the raster file")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import EngineError
+from ..core.errors import EngineError, shorten
 from .datasets import open_raster
 from .sensors import NODATA_DEFAULT, SensorProfile, profile_for_raster, warn_dropped
 
@@ -19,7 +19,7 @@ class RasterSource:
         self.profile = profile
         self.bands = profile.good_bands()
         if not self.bands:
-            raise EngineError(f"{path}: no usable bands remain after dropping {len(profile.dropped())} "
+            raise EngineError(f"{shorten(path)}: no usable bands remain after dropping {len(profile.dropped())} "
                               "(out of range or water vapour); check the sensor profile")
         self.width, self.height = self.ds.RasterXSize, self.ds.RasterYSize
         self.nodata = {NODATA_DEFAULT} | ({profile.nodata} if profile.nodata is not None else set())
@@ -49,10 +49,11 @@ class RasterSource:
         try:
             raw = self.ds.ReadAsArray(x, y, w, h, band_list=[b + 1 for b in self.bands])
         except RuntimeError as e:
-            raise EngineError(f"cannot read window x={x} y={y} {w}×{h} of {self.path}; the file may be truncated "
-                              f"or damaged ({e})") from e
+            raise EngineError(f"cannot read window x={x} y={y} {w}×{h} of {shorten(self.path)}; the file may be "
+                              f"truncated or damaged ({shorten(e, 200)})") from e
         if raw is None:
-            raise EngineError(f"cannot read window x={x} y={y} {w}×{h} of {self.path}; the file may be truncated")
+            raise EngineError(f"cannot read window x={x} y={y} {w}×{h} of {shorten(self.path)}; the file may be "
+                              "truncated")
         raw = raw.reshape(len(self.bands), h, w)
         if raw.dtype.kind == "f":
             invalid = ~np.isfinite(raw).all(axis=0)

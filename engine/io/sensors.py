@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import EngineError, SpecAwareWarning
+from ..core.errors import EngineError, SpecAwareWarning, shorten
 from ..core.paths import config_dir
 from ..core.vocabulary import LEVEL_MAX, LEVELS, RESOURCES, SENSORS, WAVELENGTH_MAX_NM, WAVELENGTH_MIN_NM
 from .datasets import open_raster
@@ -78,7 +78,8 @@ class SensorProfile:
         p.validate()
         return p
 
-    def validate(self) -> None:
+    def validate(self, where: str | None = None) -> None:
+        """A consistent band table: one FWHM per band, finite wavelengths, positive FWHM, no band listed twice."""
         if self.sensor not in SENSORS:
             warnings.warn(f"profile {self.name!r}: sensor {self.sensor!r} is not one of {', '.join(SENSORS)}; "
                           "the model will use 'others'", SpecAwareWarning, stacklevel=2)
@@ -87,6 +88,28 @@ class SensorProfile:
         if len(self.fwhm_nm) != len(self.wavelength_nm):
             raise EngineError(f"profile {self.name!r}: {len(self.wavelength_nm)} wavelengths but "
                               f"{len(self.fwhm_nm)} FWHM values; give one FWHM per band")
+        what = where or f"sensor profile {self.name!r}"
+        fix = "fix the band table (the header's wavelength and fwhm lists) or choose a sensor profile"
+        wl, fw = np.asarray(self.wavelength_nm, float), np.asarray(self.fwhm_nm, float)
+        bad = np.flatnonzero(~np.isfinite(wl))
+        if bad.size:
+            raise EngineError(f"{what}: band(s) {_bands(bad)} have no valid wavelength; {fix}")
+        bad = np.flatnonzero(~np.isfinite(fw) | (fw <= 0))
+        if bad.size:
+            raise EngineError(f"{what}: band(s) {_bands(bad)} have FWHM {', '.join(f'{v:g}' for v in fw[bad[:5]])} nm; "
+                              f"every band needs a positive FWHM: {fix}")
+        order = np.argsort(wl, kind="stable")
+        twice = np.flatnonzero(np.diff(wl[order]) == 0)
+        if twice.size:
+            i, j = sorted(order[twice[0]:twice[0] + 2])
+            raise EngineError(f"{what}: bands {i + 1} and {j + 1} both have the wavelength {wl[i]:g} nm "
+                              f"({twice.size} band(s) listed twice); {fix}")
+
+
+def _bands(indices: np.ndarray, limit: int = 8) -> str:
+    """1-based band numbers for a message, the first few only."""
+    shown = ", ".join(str(i + 1) for i in indices[:limit])
+    return shown + (f" … ({len(indices)} in all)" if len(indices) > limit else "")
 
 
 @lru_cache(maxsize=1)
@@ -138,7 +161,7 @@ def load_profile(name_or_path: str) -> SensorProfile:
         try:
             return SensorProfile.from_dict(json.loads(path.read_text()))
         except (ValueError, TypeError, KeyError) as e:
-            raise EngineError(f"{path} is not a valid sensor profile JSON ({e})") from e
+            raise EngineError(f"{shorten(path)} is not a valid sensor profile JSON ({e})") from e
     raise EngineError(f"no sensor profile {name_or_path!r}: use one of {', '.join(profiles)} or a JSON file")
 
 
@@ -195,12 +218,13 @@ def read_spectral_metadata(ds) -> dict:
             units = unit_items[0] if unit_items else (ds.GetMetadataItem("wavelength#units") or units)  # NetCDF
             fw_items = _band_items(ds, "fwhm")
             fwhm = [float(v) for v in fw_items] if fw_items else fwhm
+    meta_count = len(wl) if wl is not None else None
     if wl is not None and len(wl) != ds.RasterCount:
         wl = None
     if fwhm is not None and (wl is None or len(fwhm) != len(wl)):
         fwhm = None
     meta = {"wavelength_nm": _to_nm(wl, units) if wl else None,
-            "fwhm_nm": _to_nm(fwhm, units) if fwhm and wl else None}
+            "fwhm_nm": _to_nm(fwhm, units) if fwhm and wl else None, "wavelength_count": meta_count}
     if meta["fwhm_nm"] and wl and max(fwhm) < 1 < max(wl):  # FWHM in µm next to wavelengths in nm
         meta["fwhm_nm"] = [f * 1000 for f in fwhm]
     bbl = _parse_list(envi.get("bbl"))
@@ -277,7 +301,7 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
     name_sensor = sensor or sensor_from_name(path)
     if chosen is not None:
         if chosen.n_bands != n:
-            raise EngineError(f"{path} has {n} bands but sensor profile {chosen.name!r} has {chosen.n_bands}; "
+            raise EngineError(f"{shorten(path)} has {n} bands but sensor profile {chosen.name!r} has {chosen.n_bands}; "
                               "choose a profile with the same number of bands")
         prof = SensorProfile.from_dict(chosen.to_dict())
     elif meta["wavelength_nm"] is not None:
@@ -302,7 +326,10 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
         fits = [f"{k} ({p.name})" for k, p in all_profiles().items() if p.n_bands == n]
         hint = (f"profiles with {n} bands: {', '.join(fits)}" if fits else
                 f"no known profile has {n} bands; save a custom profile (wavelength and FWHM per band)")
-        raise EngineError(f"{path} has no wavelength metadata ({n} bands); choose a sensor profile: {hint}")
+        if meta["wavelength_count"]:
+            raise EngineError(f"{shorten(path)}: its metadata lists {meta['wavelength_count']} wavelengths for {n} "
+                              f"bands; fix the header (one wavelength per band) or choose a sensor profile: {hint}")
+        raise EngineError(f"{shorten(path)} has no wavelength metadata ({n} bands); choose a sensor profile: {hint}")
     if sensor:
         prof.sensor = sensor
     if meta["nodata"] is not None:
@@ -316,7 +343,7 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
     if prof.level is None or (prof.level == "L2" and integer):  # only then do the values decide anything
         p99 = robust_max(ds, prof.good_bands() or list(range(n)), prof.nodata)
         _decide_level_and_scale(prof, p99, integer, bool(meta["scale"]))
-    prof.validate()
+    prof.validate(shorten(path))
     return prof
 
 

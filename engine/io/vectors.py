@@ -8,6 +8,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from ..core.errors import EngineError, shorten
+from ..core.request import exists
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -15,7 +16,7 @@ ogr.UseExceptions()
 
 def open_layer(path: str | Path, layer: str | None = None):
     path = str(path)
-    if not Path(path).exists():
+    if not exists(Path(path), "vector file"):
         raise EngineError(f"vector file {shorten(path)} does not exist; check the path")
     try:
         ds = ogr.Open(path)

@@ -1,28 +1,21 @@
-"""Writing results safely: tiled GeoTIFFs, text files written atomically, and `OutputSet`, which makes a job's
-whole set of outputs appear together or not at all."""
+"""Writing results safely: tiled GeoTIFFs, and `OutputSet`, which makes a job's whole set of outputs appear together
+or not at all."""
 from __future__ import annotations
 
 import errno
 import os
-import re
 import shutil
-import sys
 import tempfile
-import time
-import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from osgeo import gdal
 
 from ..core.errors import EngineError, shorten
-from ..core.files import disk_error
+from ..core.files import disk_error, scratch_dir
 
 gdal.UseExceptions()
-SCRATCH_PREFIX = ".specaware-run-"
-SCRATCH_RE = re.compile(r"^\.specaware-run-(\d+)-[0-9a-f]{8}$")
-LEGACY_TMP_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp\.(tif|gpkg|tif\.aux\.xml)$")  # temp files of older versions
-STALE_SECONDS = 2 * 24 * 3600  # a scratch folder this old is dead even if its process id was reused
 
 
 def check_writable(directory: str | Path) -> Path:
@@ -50,15 +43,16 @@ class GeoTiffWriter:
 
     def __init__(self, path: str | Path, width: int, height: int, bands: int, dtype: int, geotransform, projection,
                  nodata=None, color_table: dict[int, tuple] | None = None, category_names: list[str] | None = None,
-                 band_names: list[str] | None = None):
+                 band_names: list[str] | None = None, shown: Path | None = None):
         self.path = Path(path)
+        self.shown = shown or self.path  # the name the user knows it by (not the scratch copy)
         opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
         if dtype in (gdal.GDT_Float32, gdal.GDT_Float64):
             opts.append("PREDICTOR=3")
         try:
             self.ds = gdal.GetDriverByName("GTiff").Create(str(self.path), width, height, bands, dtype, opts)
         except RuntimeError as e:
-            raise EngineError(f"cannot create {shorten(self.path)} ({e})") from e
+            raise self._error(e) from e
         if geotransform is not None:
             self.ds.SetGeoTransform(geotransform)
         if projection:
@@ -86,15 +80,17 @@ class GeoTiffWriter:
             for b in range(array.shape[0]):
                 self.ds.GetRasterBand(b + 1).WriteArray(array[b], x, y)
         except RuntimeError as e:
-            raise disk_error(OSError(errno.ENOSPC if "space" in str(e).lower() else 0, str(e)), self.path) from e
+            raise self._error(e) from e
+
+    def _error(self, e: RuntimeError) -> EngineError:
+        return disk_error(OSError(errno.ENOSPC if "space" in str(e).lower() else 0, shorten(e, 200)), self.shown)
 
     def close(self) -> Path:
         if self.ds is not None:
             try:
                 self.ds.FlushCache()
             except RuntimeError as e:
-                raise disk_error(OSError(errno.ENOSPC if "space" in str(e).lower() else 0, str(e)),
-                                 self.path) from e
+                raise self._error(e) from e
             finally:
                 self.ds = None
         return self.path
@@ -108,10 +104,8 @@ class OutputSet:
     def __init__(self, out_dir: str | Path, names: list[str]):
         self.created = not Path(out_dir).exists()  # a folder made for this run goes again if the run fails
         self.out_dir = check_writable(out_dir)
-        remove_dead_scratch(self.out_dir)
         self.names = list(names)
-        self.scratch = self.out_dir / f"{SCRATCH_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.scratch.mkdir()
+        self.scratch = scratch_dir(self.out_dir)
         self.writers: list[GeoTiffWriter] = []
         self.committed = False
 
@@ -125,9 +119,17 @@ class OutputSet:
         return self.out_dir / name
 
     def geotiff(self, name: str, *args, **kwargs) -> GeoTiffWriter:
-        writer = GeoTiffWriter(self.path(name), *args, **kwargs)
+        writer = GeoTiffWriter(self.path(name), *args, shown=self.final(name), **kwargs)
         self.writers.append(writer)
         return writer
+
+    @contextmanager
+    def guard(self, name: str):
+        """Where to write output `name` with OGR or other libraries; their write errors become a sentence."""
+        try:
+            yield self.path(name)
+        except (RuntimeError, OSError) as e:
+            raise disk_error(OSError(getattr(e, "errno", 0), shorten(e, 200)), self.final(name)) from e
 
     def text(self, name: str, text: str) -> Path:
         try:
@@ -172,34 +174,3 @@ class OutputSet:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.committed:
             self.abort()
-
-
-def _pid_alive(pid: int) -> bool:
-    if sys.platform == "win32":  # os.kill(pid, 0) is not a probe there; rely on age
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_dead_scratch(folder: Path) -> list[Path]:
-    """Remove scratch folders (and older versions' temp files) that runs which are no longer alive left here."""
-    removed = []
-    now = time.time()
-    for p in folder.iterdir() if folder.is_dir() else []:
-        m = SCRATCH_RE.match(p.name)
-        try:
-            age = now - p.stat().st_mtime
-        except OSError:
-            continue
-        if m and p.is_dir() and (not _pid_alive(int(m.group(1))) or age > STALE_SECONDS):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-        elif LEGACY_TMP_RE.match(p.name) and p.is_file() and age > 600:
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.errors import EngineError
+from ..core.errors import EngineError, shorten
 from ..core.files import atomic_write_text
 from ..core.vocabulary import LEVEL_MAX
 
@@ -112,7 +112,7 @@ def raster_records(paths: list[str | Path], patch: int = 64, stride: int | None 
         level = prof.level or "L2"
         W, H = ds.RasterXSize, ds.RasterYSize
         if W < patch or H < patch:
-            raise EngineError(f"{path} is {W} × {H} px, smaller than the {patch} px pre-training patch; use a "
+            raise EngineError(f"{shorten(path)} is {W} × {H} px, smaller than the {patch} px pre-training patch; use a "
                               "smaller --patch")
         scale = prof.scale or 1.0
         zero = tuple(sorted(prof.dropped()))
@@ -135,7 +135,7 @@ def manifest_records(folder: str | Path) -> list[PatchRecord]:
         reader = csv.DictReader(f)
         missing = set(MANIFEST_FIELDS) - set(reader.fieldnames or [])
         if missing:
-            raise EngineError(f"{path} lacks the column(s) {', '.join(sorted(missing))}; expected "
+            raise EngineError(f"{shorten(path)} lacks the column(s) {', '.join(sorted(missing))}; expected "
                               f"{', '.join(MANIFEST_FIELDS)}")
         records = []
         for n, row in enumerate(reader, 2):
@@ -144,9 +144,9 @@ def manifest_records(folder: str | Path) -> list[PatchRecord]:
                 fw = tuple(float(v) for v in row["fwhm"].split())
                 gsd = float(row["GSD"])
             except ValueError as e:
-                raise EngineError(f"{path} line {n}: {e}; wavelength and fwhm are space-separated nm") from e
+                raise EngineError(f"{shorten(path)} line {n}: {e}; wavelength and fwhm are space-separated nm") from e
             if len(wl) != len(fw):
-                raise EngineError(f"{path} line {n}: {len(wl)} wavelengths but {len(fw)} FWHM values")
+                raise EngineError(f"{shorten(path)} line {n}: {len(wl)} wavelengths but {len(fw)} FWHM values")
             records.append(PatchRecord(row["id"], str(folder / row["filename"]), None, gsd, wl, fw,
                                        row["sensor"], row["level"]))
     return records
@@ -161,11 +161,11 @@ def find_records(data: str | Path, patch: int = 64) -> list[PatchRecord]:
         rasters = sorted(p for p in data.iterdir() if p.suffix.lower() in RASTER_SUFFIXES - {".hdr"}
                          or (p.suffix == "" and p.with_suffix(".hdr").exists()))
         if not rasters:
-            raise EngineError(f"{data} holds neither manifest.csv nor rasters (.tif, .img, ENVI, .nc)")
+            raise EngineError(f"{shorten(data)} holds neither manifest.csv nor rasters (.tif, .img, ENVI, .nc)")
         return raster_records(rasters, patch)
     if data.is_file():
         return raster_records([data], patch)
-    raise EngineError(f"pre-training data {data} does not exist")
+    raise EngineError(f"pre-training data {shorten(data)} does not exist")
 
 
 def write_patches(rasters: list[str | Path], out: str | Path, patch: int = 64) -> Path:

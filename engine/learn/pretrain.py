@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from ..core.distributed import Ranks
-from ..core.errors import EngineError
+from ..core.errors import EngineError, shorten
 from ..core.files import atomic_write_text
 from ..core.progress import CancelFn, ProgressFn, check_cancel
 from ..model.config import SpecAwareConfig, preset
@@ -104,7 +104,8 @@ def initial_model(init: str | None, preset_name: str) -> tuple[SpecAwareMAE, str
     if path.is_dir():
         path = path / "backbone.pth" if (path / "backbone.pth").is_file() else latest_checkpoint(path)
         if path is None:
-            raise EngineError(f"{init} is a folder without backbone.pth or checkpoints/; give a pre-training run")
+            raise EngineError(f"{shorten(init)} is a folder without backbone.pth or checkpoints/; give a pre-training "
+                              "run")
     ckpt = load_checkpoint(path)
     model = SpecAwareMAE(ckpt.config)
     missing, _ = model.load_state_dict(ckpt.state_dict, strict=False)

@@ -238,8 +238,8 @@ class Trainer:
         if json.loads(s["config"]) != self.cfg.to_dict():
             changed.append("training settings")
         if changed:
-            raise EngineError(f"cannot resume: the interrupted run was started with another {', '.join(changed)}; "
-                              "start afresh without --resume, or repeat the original command")
+            raise EngineError(f"cannot resume: the interrupted run had other {', '.join(changed)}; start afresh "
+                              "without --resume, or repeat the original command")
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
         self.sched.load_state_dict(s["sched"])

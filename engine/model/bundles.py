@@ -18,7 +18,7 @@ import torch
 from .. import __version__
 from ..core.errors import EngineError, shorten
 from ..core.paths import models_dir
-from ..core.files import disk_error
+from ..core.files import disk_error, scratch_dir
 from .config import SpecAwareConfig
 from .segmenter import build_segmenter
 
@@ -52,18 +52,24 @@ class Bundle:
         try:
             return torch.load(self.path / WEIGHTS, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
-            raise EngineError(f"model {self.path}: {WEIGHTS} cannot be read ({str(e).splitlines()[0]}); the bundle "
-                              "is damaged: fine-tune it again or restore it from a backup") from e
+            raise EngineError(f"model {shorten(self.path)}: {WEIGHTS} cannot be read ({str(e).splitlines()[0]}); "
+                              "the bundle is damaged: fine-tune it again or restore it from a backup") from e
 
     def build(self):
         """The Segmenter with the bundle's weights, in eval mode on the CPU."""
         m = self.meta
         model = build_segmenter(SpecAwareConfig.from_dict(m["preset_config"]), m["head"], len(m["classes"]["names"]),
                                 m.get("task", "pixels"))
+        state = self.state_dict()
+        broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if broken:
+            raise EngineError(f"model {shorten(self.path)}: {len(broken)} of its weight tensors hold values that are "
+                              f"not finite numbers (first: {broken[0]}); the model is broken and would put every pixel "
+                              "in one class. Fine-tune it again, with a smaller learning rate")
         try:
-            model.load_state_dict(self.state_dict(), strict=True)
+            model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise EngineError(f"model {self.path}: {WEIGHTS} does not match its {META} "
+            raise EngineError(f"model {shorten(self.path)}: {WEIGHTS} does not match its {META} "
                               f"({str(e).splitlines()[0]}); the bundle is damaged") from e
         return model.eval()
 
@@ -162,9 +168,11 @@ def save_bundle(dest: Path, state_dict: dict, meta: dict, files: dict[str, str] 
     (replacing only an older bundle, and only with `overwrite`)."""
     check_destination(dest, overwrite)
     root = dest.parent
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = scratch_dir(root)
+    except OSError as e:
+        raise disk_error(e, dest) from e
     try:
         torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp / WEIGHTS)
         (tmp / META).write_text(json.dumps({**meta, "format": FORMAT, "engine_version": __version__}, indent=1))

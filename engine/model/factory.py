@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
+from ..core.errors import EngineError, shorten
 from ..core.paths import configured_checkpoint
-from .bundles import load_bundle
+from .bundles import load_bundle, looks_like_name
 from .config import SpecAwareConfig, preset
 from .segmenter import Segmenter, build_segmenter
 from .weights import ENCODER_PREFIXES, load_checkpoint
@@ -33,6 +34,9 @@ def init_model(preset_name: str, head: str, num_classes: int, backbone: str | No
         model.encoder.load_state_dict({k: v for k, v in ckpt.state_dict.items() if k.startswith(ENCODER_PREFIXES)})
         note = f" ({'; '.join(ckpt.notes)})" if ckpt.notes else ""
         return model, f"pretrained checkpoint {path} (E={ckpt.config.embed_dim}, depth {ckpt.config.depth}){note}", True
+    if not path.exists() and (path.suffix in (".pth", ".pt") or not looks_like_name(source)):
+        raise EngineError(f"the backbone {shorten(source)} does not exist; give a SpecAware checkpoint (.pth), a "
+                          "model name or bundle folder, or 'random'")
     bundle = load_bundle(source)  # a bundle's backbone
     cfg = SpecAwareConfig.from_dict(bundle.meta["preset_config"])
     model = build_segmenter(cfg, head, num_classes, task)

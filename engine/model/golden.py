@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import EngineError
+from ..core.errors import EngineError, shorten
 from .config import SpecAwareConfig
 from .mae import SpecAwareMAE
 from .vit import SpecAwareEncoder
@@ -20,10 +20,10 @@ def run_golden(path: str | Path, device: str = "cpu") -> list[tuple[str, float, 
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise EngineError(f"{path}: not a readable golden file ({str(e).splitlines()[0]})") from e
+        raise EngineError(f"{shorten(path)}: not a readable golden file ({str(e).splitlines()[0]})") from e
     missing = {"config", "state_dict", "inputs", "outputs"} - set(doc)
     if missing:
-        raise EngineError(f"{path}: golden file lacks {sorted(missing)}")
+        raise EngineError(f"{shorten(path)}: golden file lacks {sorted(missing)}")
     cfg = SpecAwareConfig.from_dict(doc["config"])
     is_mae = "decoder_embed_dim" in doc["config"]
     model = (SpecAwareMAE if is_mae else SpecAwareEncoder)(cfg).float().eval()

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..core.errors import EngineError
+from ..core.errors import EngineError, shorten
 from .config import PRESETS, SpecAwareConfig
 from .mae import SpecAwareMAE
 from .vit import SpecAwareEncoder
@@ -49,14 +49,14 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
     """The bare state dict of a checkpoint file, unwrapped and with training prefixes removed."""
     path = Path(path)
     if not path.is_file():
-        raise EngineError(f"weights file {path} does not exist: check the path in the settings")
+        raise EngineError(f"weights file {shorten(path)} does not exist: check the path in the settings")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise EngineError(f"{path} is not a plain PyTorch checkpoint (it holds objects other than tensors and "
+        raise EngineError(f"{shorten(path)} is not a plain PyTorch checkpoint (it holds objects other than tensors and "
                           f"would need to run code to load, which SpecAware refuses): {str(e).splitlines()[0]}") from e
     except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
-        raise EngineError(f"{path} could not be read as a PyTorch checkpoint; it may be truncated or not a "
+        raise EngineError(f"{shorten(path)} could not be read as a PyTorch checkpoint; it may be truncated or not a "
                           f"checkpoint at all ({str(e).splitlines()[0]}). Download it again.") from e
     notes = []
     while isinstance(obj, dict):
@@ -66,7 +66,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
         notes.append(f"unwrapped {{'{wrapper}': ...}}")
         obj = obj[wrapper]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise EngineError(f"{path} does not contain a state dict (a mapping of names to tensors)")
+        raise EngineError(f"{shorten(path)} does not contain a state dict (a mapping of names to tensors)")
     state = dict(obj)
     for prefix in STRIP_PREFIXES:
         if all(k.startswith(prefix) for k in state):
@@ -80,7 +80,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
 
 def _need(state: dict, key: str, path) -> torch.Tensor:
     if key not in state:
-        raise EngineError(f"{path}: encoder tensor '{key}' is missing; this is not a complete SpecAware encoder")
+        raise EngineError(f"{shorten(path)}: encoder tensor '{key}' is missing; this is not a complete SpecAware "
+                          "encoder")
     return state[key]
 
 
@@ -93,7 +94,7 @@ def infer_config(state: dict[str, torch.Tensor], path="checkpoint", num_heads: i
     rank = u_out // E
     k = math.isqrt(v_out // rank)
     if rank * E != u_out or rank * k * k != v_out:
-        raise EngineError(f"{path}: generator shapes {u_out} and {v_out} do not fit embed dim {E}")
+        raise EngineError(f"{shorten(path)}: generator shapes {u_out} and {v_out} do not fit embed dim {E}")
     avg = _need(state, "patch_embed.content_feature_extractor.avg_feature_encoder.0.weight", path)
     wv = _need(state, "patch_embed.spectral_embedding.fwhm_encoder.mlp.2.weight", path).shape[0]
     fc1 = _need(state, "blocks.0.mlp.fc1.weight", path).shape[0]
@@ -133,9 +134,9 @@ def check_against(model: torch.nn.Module, state: dict[str, torch.Tensor], prefix
         if not key.startswith(prefixes):
             continue
         if key not in state:
-            raise EngineError(f"{path}: tensor '{key}' is missing (expected shape {list(expected.shape)})")
+            raise EngineError(f"{shorten(path)}: tensor '{key}' is missing (expected shape {list(expected.shape)})")
         if state[key].shape != expected.shape:
-            raise EngineError(f"{path}: tensor '{key}' has shape {list(state[key].shape)}, expected "
+            raise EngineError(f"{shorten(path)}: tensor '{key}' has shape {list(state[key].shape)}, expected "
                               f"{list(expected.shape)} for the inferred configuration")
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import warnings
 from dataclasses import MISSING
 
 from ..core.distributed import process_group
-from ..core.errors import EngineError, SpecAwareWarning
+from ..core.errors import Cancelled, EngineError, SpecAwareWarning
 from ..core.runtime import Runtime
 from ..core.vocabulary import DEVICES
 from .jobs import JOBS, run_request
@@ -187,15 +188,30 @@ def run(args) -> int:
     return 1 if req.job == "verify-golden" and not result["ok"] else 0
 
 
+def _terminated(signum, frame):
+    raise Cancelled(f"stopped by {signal.Signals(signum).name}")
+
+
 def main(argv=None) -> int:
+    """Run one command; exit status 0, 1 (verify-golden failed), 2 (an error the user can fix), 130 or 143 (stopped
+    by Ctrl-C or SIGTERM, its outputs removed)."""
     args = build_parser().parse_args(argv)
     warnings.simplefilter("always", SpecAwareWarning)
     warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _terminated)  # unwinds the job, so its outputs are removed
     try:
         return run(args)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Cancelled as e:
+        print(f"{e}; nothing was written", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("stopped by the user (Ctrl-C); nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

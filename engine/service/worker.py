@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 import threading
 import traceback
@@ -87,6 +88,15 @@ class Worker:
         self.current = None  # before the end event: a client may send its next request the moment it reads it
         self.emit(end)
 
+    def terminate(self, signum, frame) -> None:
+        """SIGTERM: cancel the running job, let it remove what it was writing, then exit."""
+        running = self.current
+        if running:
+            running[1].set()
+        if self.thread:
+            self.thread.join(timeout=30)
+        raise SystemExit(128 + signum)
+
     def serve(self, stdin=None) -> None:
         for line in stdin or sys.stdin:
             if line.strip():
@@ -105,6 +115,7 @@ def main(argv=None) -> int:
     out = sys.stdout
     sys.stdout = sys.stderr  # stray prints must not corrupt the protocol
     worker = Worker(out, args.device)
+    signal.signal(signal.SIGTERM, worker.terminate)
     worker.emit({"id": None, "event": "ready", "device": worker.runtime.device_name})
     worker.serve(sys.stdin)
     return 0

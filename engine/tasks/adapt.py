@@ -25,7 +25,8 @@ class AdaptRequest(Request):
     raster: list[str] = param(help="a raster to adapt to (repeatable)", kind="raster")
     minutes: float = param(help="time budget in minutes", lo=0.0, hi=10000.0, lo_open=True)
     out: str = param(help="the adapted backbone, a .pth file", kind="out-file")
-    backbone: str | None = param(None, "start from this checkpoint (default: the configured one, else random)")
+    backbone: str | None = param(None, "start from this checkpoint (default: the configured one, else random)",
+                                 kind="model")
     preset: str = param("tiny", "preset when starting from random", choices=PRESETS)
     patch: int = param(64, "patch size in px (smaller on a small scene)", lo=16, hi=1024)
     batch_size: int = param(8, "patches per step", lo=1, hi=1024)

@@ -22,7 +22,7 @@ class BatchRequest(Request):
     summary = "classify a list of rasters; run it under torchrun to share them"
     computes = True
     rasters: str = param(help="text file with one raster path per line", kind="file")
-    model: str = param(help="model name or bundle folder")
+    model: str = param(help="model name or bundle folder", kind="model")
     out: str = param(help="output folder: one subfolder per raster and summary.json", kind="out-dir")
 
     def output_paths(self) -> list[Path]:
@@ -42,12 +42,12 @@ def read_list(list_file: str | Path) -> list[Path]:
             raise EngineError(f"{shorten(list_file)} line {n}: {shorten(p)} does not exist")
         paths.append(p)
     if not paths:
-        raise EngineError(f"{list_file} lists no rasters")
+        raise EngineError(f"{shorten(list_file)} lists no rasters")
     names = [p.stem for p in paths]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
-        raise EngineError(f"{list_file}: several rasters are named {', '.join(sorted(dup))}; their outputs would "
-                          "collide, rename them")
+        raise EngineError(f"{shorten(list_file)}: several rasters are named {', '.join(sorted(dup))}; their outputs "
+                          "would collide, rename them")
     return paths
 
 

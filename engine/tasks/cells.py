@@ -33,7 +33,7 @@ class CellsRequest(SensorChoice):
     summary = "classify grid cells or parcels into a GeoPackage"
     computes = True
     raster: str = param(help="the raster to classify", kind="raster")
-    model: str = param(help="a cell model (finetune --task cells) or a land-cover model")
+    model: str = param(help="a cell model (finetune --task cells) or a land-cover model", kind="model")
     cell_size: int | None = param(None, "square grid cells of this many pixels", lo=1, hi=100000)
     zones: str | None = param(None, "polygons to classify (parcels, fields), any CRS", kind="vector")
     out: str = param(help="output .gpkg", kind="out-file")
@@ -78,8 +78,8 @@ def classify_cells(req: CellsRequest, runtime: Runtime | None = None, progress: 
     outputs = OutputSet(out_path.parent, [out_path.name])
     fields = [("cell", ogr.OFTInteger64), ("class", ogr.OFTString), ("confidence", ogr.OFTReal),
               ("valid_pixels", ogr.OFTInteger64)] + [(_field_name(nm), ogr.OFTReal) for nm in names]
-    with outputs:
-        ods, olyr = create_gpkg_layer(outputs.path(out_path.name), "cells", spatial_ref(ds.GetProjection()),
+    with outputs, outputs.guard(out_path.name) as path:
+        ods, olyr = create_gpkg_layer(path, "cells", spatial_ref(ds.GetProjection()),
                                       ogr.wkbPolygon if zone_feats is None else ogr.wkbUnknown, fields)
         written = _write_cells(olyr, n, zone_feats, cell_size, W, H, gt, counts, probs, names)
         del olyr, ods  # closes the GeoPackage

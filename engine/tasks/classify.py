@@ -39,7 +39,7 @@ class ClassifyRequest(SensorChoice, BackboneChoice):
     summary = "classify a raster with a model bundle, or cluster it (unsupervised)"
     computes = True
     raster: str = param(help="the raster to classify", kind="raster")
-    model: str | None = param(None, "model name or bundle folder")
+    model: str | None = param(None, "model name or bundle folder", kind="model")
     clusters: int | None = param(None, "unsupervised: k-means with this many clusters", lo=2, hi=64)
     out: str = param(help="output folder", kind="out-dir")
     probabilities: bool = param(False, "also write probabilities.tif (one band per class)")

@@ -52,7 +52,7 @@ class FinetuneRequest(SensorChoice):
     preset: str = param("tiny", "encoder size when no checkpoint is configured", choices=PRESETS)
     head: str = param("light", "segmentation head", choices=HEADS)
     backbone: str | None = param(None, "SpecAware checkpoint (.pth), a model bundle, or 'random'; default: the "
-                                       "configured checkpoint, else random")
+                                       "configured checkpoint, else random", kind="model")
     backbone_mode: str = param(DEFAULTS.backbone_mode, "frozen (features cached once, fast), last-N (e.g. last-2) or "
                                "full", choices=BACKBONE_MODES, pattern=r"last-\d+")
     epochs: int = param(DEFAULTS.epochs, "training epochs", lo=1, hi=1000)

@@ -23,5 +23,5 @@ class BackboneChoice(Request):
 
     preset: str = param("tiny", "encoder size when no checkpoint is configured", choices=PRESETS)
     backbone: str | None = param(None, "SpecAware checkpoint (.pth), a model bundle, or 'random'; default: the "
-                                       "configured checkpoint, else random")
+                                       "configured checkpoint, else random", kind="model")
     seed: int = param(0, "random seed", lo=0, hi=2**31 - 1)

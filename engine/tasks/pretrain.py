@@ -24,7 +24,8 @@ class PretrainRequest(Request):
     data: list[str] = param(help="a Hyper-400K folder (manifest.csv + .npz), a folder of rasters, or a raster "
                                  "(repeatable)", kind="path")
     out: str = param(help="run folder: checkpoints/, loss.csv, loss.png, backbone.pth", kind="out-dir")
-    init: str | None = param(None, "random (default), a checkpoint .pth (e.g. the official one), or a run folder")
+    init: str | None = param(None, "random (default), a checkpoint .pth (e.g. the official one), or a run folder",
+                             kind="model")
     preset: str = param("tiny", "preset when starting from random", choices=PRESETS)
     resume: bool = param(False, "continue the run in --out from its last checkpoint")
     steps: int = param(DEFAULTS.steps, "optimiser steps, counted across resumes", lo=1, hi=10**9)

@@ -216,12 +216,7 @@ class ChangeAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("CHANGED_HA", "Changed area (ha)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        threshold = self.parameterAsString(parameters, "THRESHOLD", context).strip().lower() or "otsu"
-        if threshold != "otsu":
-            try:
-                threshold = float(threshold)
-            except ValueError:
-                raise QgsProcessingException(f"threshold {threshold!r}: give 'otsu' or a number") from None
+        threshold = self.parameterAsString(parameters, "THRESHOLD", context).strip() or "otsu"  # the engine checks it
         out = Path(self.parameterAsString(parameters, "OUTPUT", context))
         steps = workflows.change(self.raster(parameters, "BEFORE", context), self.raster(parameters, "AFTER", context),
                                  str(out), threshold, self.parameterAsDouble(parameters, "MIN_AREA", context),

@@ -48,7 +48,8 @@ class ChangeRequest(BackboneChoice):
     after: str = param(help="the second date (any CRS, resolution, extent or sensor)", kind="raster")
     out: str = param(help="output folder", kind="out-dir")
     model: str | None = param(None, "a change model (finetune --task change) gives the change probability; a "
-                                    "land-cover model also classifies both dates (fromto.tif, transitions)")
+                                    "land-cover model also classifies both dates (fromto.tif, transitions)",
+                             kind="model")
     threshold: str = param("otsu", f"{' or '.join(THRESHOLD_MODES[1:])} or a magnitude between 0 and 1")
     min_area: float = param(0.0, "minimum polygon area in m²", lo=0.0)
 
@@ -116,9 +117,9 @@ def detect_change(req: ChangeRequest, runtime: Runtime | None = None, progress: 
                                scaled(progress, 0.05, 0.9), cancel)
         shutil.rmtree(work, ignore_errors=True)
         progress(0.95, "vectorising the changed areas")
-        polygons = polygonize(out.path("change.tif"), out.path("magnitude.tif"),
-                              out.path("fromto.tif") if names else None, names, out.path("change.gpkg"),
-                              req.min_area)
+        with out.guard("change.gpkg") as gpkg:
+            polygons = polygonize(out.path("change.tif"), out.path("magnitude.tif"),
+                                  out.path("fromto.tif") if names else None, names, gpkg, req.min_area)
         gt = georef(src_a.ds)[0]
         px_area = abs(gt[1] * gt[5] - gt[2] * gt[4])
         summary = {

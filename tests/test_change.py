@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,10 @@ from test_engine_io import ROTATED_GT, WL20, make_tif
 
 
 FAST = dict(epochs=4, window=32, batch_size=4, windows_per_epoch=32, frozen_pool=16, lr=3e-3)
+
+
+def trained_meta(result):
+    return json.loads((Path(result["bundle"]) / "model.json").read_text())
 
 
 def detect_change(before, after, out, **params):
@@ -58,7 +63,8 @@ def test_change_block_is_found_with_polygons_and_summary(tmp_path):
     truth[8:24, 8:24] = 1
     inter, union = ((change == 1) & (truth == 1)).sum(), ((change == 1) | (truth == 1)).sum()
     assert inter / union > 0.6, f"IoU of the changed block {inter / union:.2f}"
-    assert res["shared_bands"] == 20 and res["threshold_method"] == "otsu"
+    assert res["shared_bands"] == 20 and res["threshold_method"] == "significance: chi-square test at p < 0.001"
+    assert res["method"] == "specaware" and "−log10 p" in res["magnitude"]
     ds = ogr.Open(str(tmp_path / "out" / "change.gpkg"))
     lyr = ds.GetLayer(0)
     areas = [f.GetField("area_m2") for f in lyr]
@@ -209,7 +215,8 @@ def test_supervised_change_model_from_polygons(tmp_path):
                  **FAST)
     assert r["labels"]["classes"] == ["change", "no change"]
     res = detect_change(str(a), str(b), str(tmp_path / "out"), model="chg")
-    assert res["measure"].startswith("probability of change") and res["threshold"] == 0.5
+    assert res["magnitude"].startswith("probability of change") and res["threshold"] == 0.5
+    assert trained_meta(r)["head"] == "logistic" and trained_meta(r)["change_method"] == "specaware"
     change = gdal.Open(str(tmp_path / "out" / "change.tif")).ReadAsArray()
     truth = np.zeros_like(change)
     truth[8:24, 8:24] = 1

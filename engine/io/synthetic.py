@@ -113,41 +113,43 @@ def layout(size: int, rng) -> list[tuple[str, int, int, int, int]]:
     return objs
 
 
-def make_scene(out_dir: Path, size: int = 128, gsd: float = 3.0, seed: int = 0) -> Scene:
-    """Write the scene as AVIRIS-NG-named ENVI, the training polygons as GPKG and the known class map."""
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prof = builtin_profiles()["aviris_ng"]
-    centers, fwhm = np.asarray(prof.wavelength_nm), np.asarray(prof.fwhm_nm)
-    lib_wl, spectra, rows = load_library()
-    lib = {k: resample(lib_wl, v, centers, fwhm) for k, v in class_spectra(rows, spectra, rng).items()}
-    names = sorted(CLASSES)
-    cid = {n: i + 1 for i, n in enumerate(names)}
-
-    S = 2 * size  # drawn at 2×, then averaged: boundary pixels mix their neighbours
-    fine_label = np.zeros((S, S), np.uint8)
-    fine_cube = np.zeros((S, S, len(centers)), np.float32)
-    objects = layout(size, rng)
-    for cls, x0, y0, x1, y1 in objects:
-        a, b = lib[cls][rng.integers(len(lib[cls]), size=2)]
+def object_spectra(objects, lib_spectra: dict[str, np.ndarray], rng) -> list[np.ndarray]:
+    """One library-grid spectrum per object: a mix of two of its class's materials."""
+    out = []
+    for cls, *_ in objects:
+        a, b = lib_spectra[cls][rng.integers(len(lib_spectra[cls]), size=2)]
         mix = rng.uniform(0.6, 1.0)
-        base = mix * a + (1 - mix) * b
-        sl = np.s_[2 * y0:2 * y1, 2 * x0:2 * x1]
-        h, w = fine_label[sl].shape
-        bright = rng.normal(1.0, 0.06, (h, w, 1)).astype(np.float32)
-        fine_cube[sl] = base[None, None, :] * bright
-        fine_label[sl] = cid[cls]
-    cube = fine_cube.reshape(size, 2, size, 2, -1).mean(axis=(1, 3))
-    cube += rng.normal(0, 1, cube.shape).astype(np.float32) * (0.002 + 0.01 * cube)
-    cube = np.clip(cube, 0, None)
-    votes = np.stack([(fine_label == c).reshape(size, 2, size, 2).sum(axis=(1, 3)) for c in range(1, len(names) + 1)])
-    truth = (votes.argmax(axis=0) + 1).astype(np.uint8)
+        out.append(mix * a + (1 - mix) * b)
+    return out
 
-    gt = (500000.0, gsd, 0.0, 3810000.0, 0.0, -gsd)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32611)
-    raster = out_dir / "ang20231102t183000_rfl_demo"
-    ds = gdal.GetDriverByName("ENVI").Create(str(raster), size, size, len(centers), gdal.GDT_Float32,
+
+def render(objects, spectra: list[np.ndarray], names: list[str], size: int, brightness: np.ndarray,
+           noise_rng) -> tuple[np.ndarray, np.ndarray]:
+    """([size, size, bands] reflectance, [size, size] class ids 1…K): objects drawn at 2× in order, averaged
+    (boundary pixels mix their neighbours), with per-pixel brightness and noise that grows with the signal."""
+    S = 2 * size
+    fine_label = np.zeros((S, S), np.uint8)
+    fine_cube = np.zeros((S, S, spectra[0].shape[0]), np.float32)
+    for (cls, x0, y0, x1, y1), base in zip(objects, spectra):
+        sl = np.s_[2 * y0:2 * y1, 2 * x0:2 * x1]
+        fine_cube[sl] = base[None, None, :] * brightness[sl][..., None]
+        fine_label[sl] = names.index(cls) + 1
+    cube = fine_cube.reshape(size, 2, size, 2, -1).mean(axis=(1, 3))
+    cube += noise_rng.normal(0, 1, cube.shape).astype(np.float32) * (0.002 + 0.01 * cube)
+    votes = np.stack([(fine_label == c).reshape(size, 2, size, 2).sum(axis=(1, 3)) for c in range(1, len(names) + 1)])
+    return np.clip(cube, 0, None), (votes.argmax(axis=0) + 1).astype(np.uint8)
+
+
+SENSOR_FILES = {"aviris_ng": "ang20231102t183000_rfl_demo", "aviris_classic": "f231102t01p00r01_refl_demo"}
+
+
+def write_envi(path: Path, cube: np.ndarray, profile_key: str, gt, srs) -> Path:
+    """[size, size, bands] reflectance as a BIL ENVI file with the sensor's band table; bands beyond the library's
+    range (and the sensor's water-vapour bands) flagged bad in `bbl`."""
+    prof = builtin_profiles()[profile_key]
+    centers, fwhm = np.asarray(prof.wavelength_nm), np.asarray(prof.fwhm_nm)
+    size = cube.shape[0]
+    ds = gdal.GetDriverByName("ENVI").Create(str(path), size, size, len(centers), gdal.GDT_Float32,
                                              ["INTERLEAVE=BIL"])
     ds.SetGeoTransform(gt)
     ds.SetProjection(srs.ExportToWkt())
@@ -158,23 +160,109 @@ def make_scene(out_dir: Path, size: int = 128, gsd: float = 3.0, seed: int = 0) 
     fmt = lambda v: "{" + ", ".join(v) + "}"  # noqa: E731
     ds.SetMetadata({"wavelength": fmt(f"{c:.3f}" for c in centers), "fwhm": fmt(f"{f:.3f}" for f in fwhm),
                     "bbl": fmt(str(b) for b in bbl), "wavelength_units": "Nanometers",
-                    "data_ignore_value": "-9999", "sensor_type": "AVIRIS-NG (synthetic demo)"}, "ENVI")
+                    "data_ignore_value": "-9999", "sensor_type": f"{prof.name} (synthetic demo)"}, "ENVI")
     ds.WriteRaster(0, 0, size, size, np.ascontiguousarray(cube.transpose(2, 0, 1)).tobytes(),
                    buf_type=gdal.GDT_Float32)
-    ds = None
+    return path
 
-    truth_path = out_dir / "truth.tif"
-    tds = gdal.GetDriverByName("GTiff").Create(str(truth_path), size, size, 1, gdal.GDT_Byte)
-    tds.SetGeoTransform(gt)
-    tds.SetProjection(srs.ExportToWkt())
-    tds.GetRasterBand(1).WriteArray(truth)
-    tds.GetRasterBand(1).SetNoDataValue(0)
-    tds.GetRasterBand(1).SetRasterCategoryNames(["no data", *names])
-    tds = None
 
+def write_classes(path: Path, labels: np.ndarray, names: list[str], gt, srs) -> Path:
+    """A single-band class map (0 = no data) with its category names."""
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), labels.shape[1], labels.shape[0], 1, gdal.GDT_Byte)
+    ds.SetGeoTransform(gt)
+    ds.SetProjection(srs.ExportToWkt())
+    ds.GetRasterBand(1).WriteArray(labels)
+    ds.GetRasterBand(1).SetNoDataValue(0)
+    ds.GetRasterBand(1).SetRasterCategoryNames(["no data", *names])
+    return path
+
+
+@dataclass
+class World:
+    """The scene's ingredients before rendering, so a second date (another sensor, some objects changed) can be
+    drawn from the same objects."""
+
+    objects: list
+    spectra: list[np.ndarray]  # on the library's wavelength grid
+    materials: dict[str, np.ndarray]  # library spectra of each class, for objects drawn later
+    names: list[str]
+    size: int
+    brightness: np.ndarray  # [2·size, 2·size] surface texture, the same on every date
+    lib_wl: np.ndarray
+    gt: tuple
+    srs: osr.SpatialReference
+
+
+def make_world(size: int, gsd: float, rng) -> World:
+    lib_wl, spectra, rows = load_library()
+    lib = class_spectra(rows, spectra, rng)
+    objects = layout(size, rng)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32611)
+    return World(objects, object_spectra(objects, lib, rng), lib, sorted(CLASSES), size,
+                 rng.normal(1.0, 0.06, (2 * size, 2 * size)).astype(np.float32), lib_wl,
+                 (500000.0, gsd, 0.0, 3810000.0, 0.0, -gsd), srs)
+
+
+def draw(world: World, profile_key: str, rng, objects=None, spectra=None) -> tuple[np.ndarray, np.ndarray]:
+    """The world (or changed objects of it) seen by a sensor: spectra resampled to its bands, then rendered."""
+    prof = builtin_profiles()[profile_key]
+    banded = resample(world.lib_wl, np.stack(spectra or world.spectra), np.asarray(prof.wavelength_nm),
+                      np.asarray(prof.fwhm_nm))
+    return render(objects or world.objects, list(banded), world.names, world.size, world.brightness, rng)
+
+
+def make_scene(out_dir: Path, size: int = 128, gsd: float = 3.0, seed: int = 0,
+               sensor: str = "aviris_ng") -> Scene:
+    """Write the scene as sensor-named ENVI, the training polygons as GPKG and the known class map."""
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    world = make_world(size, gsd, rng)
+    cube, truth = draw(world, sensor, rng)
+    raster = write_envi(out_dir / SENSOR_FILES[sensor], cube, sensor, world.gt, world.srs)
+    truth_path = write_classes(out_dir / "truth.tif", truth, world.names, world.gt, world.srs)
     polygons = out_dir / "training.gpkg"
-    write_training_polygons(polygons, objects, gt, srs, rng)
-    return Scene(raster, polygons, truth_path, names)
+    write_training_polygons(polygons, world.objects, world.gt, world.srs, rng)
+    return Scene(raster, polygons, truth_path, world.names)
+
+
+@dataclass
+class ChangePair:
+    before: Path
+    after: Path
+    change: Path  # 1 = no change, 2 = change (every pixel known)
+    blocks: list[tuple[int, int, int, int]]
+
+
+def make_change_pair(out_dir: Path, size: int = 96, gsd: float = 3.0, seed: int = 0, sensors=("aviris_ng",
+                                                                                                "aviris_ng"),
+                     n_blocks: int = 4) -> ChangePair:
+    """Two dates of one synthetic scene: the second seen under another illumination (a smooth per-band gain and
+    an offset), with new noise, by the same or another sensor, and `n_blocks` squares turned into another class
+    (new buildings, cleared fields). Writes both rasters and the change truth."""
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    world = make_world(size, gsd, rng)
+    before, labels_a = draw(world, sensors[0], rng)
+    blocks, new_objects, new_spectra = [], list(world.objects), list(world.spectra)
+    side = max(6, size // 8)
+    for _ in range(n_blocks):
+        x0, y0 = (int(v) for v in rng.integers(2, size - side - 2, 2))
+        under = np.bincount(labels_a[y0:y0 + side, x0:x0 + side].ravel()).argmax()
+        cls = str(rng.choice([c for c in world.names if c != "road" and world.names.index(c) + 1 != under]))
+        new_objects.append((cls, x0, y0, x0 + side, y0 + side))
+        new_spectra.append(object_spectra([(cls,)], world.materials, rng)[0])
+        blocks.append((x0, y0, x0 + side, y0 + side))
+    after, _ = draw(world, sensors[1], rng, new_objects, new_spectra)
+    gain = 1 + 0.08 * np.sin(np.linspace(0, 3 * np.pi, after.shape[-1]))[None, None, :] + rng.uniform(-0.05, 0.05)
+    after = np.clip(after * gain.astype(np.float32) + np.float32(rng.uniform(0.0, 0.01)), 0, None)
+    changed = np.zeros((size, size), np.uint8)
+    for x0, y0, x1, y1 in blocks:
+        changed[y0:y1, x0:x1] = 1
+    a = write_envi(out_dir / ("before_" + SENSOR_FILES[sensors[0]]), before, sensors[0], world.gt, world.srs)
+    b = write_envi(out_dir / ("after_" + SENSOR_FILES[sensors[1]]), after, sensors[1], world.gt, world.srs)
+    truth = write_classes(out_dir / "change_truth.tif", changed + 1, ["no change", "change"], world.gt, world.srs)
+    return ChangePair(a, b, truth, blocks)
 
 
 def write_training_polygons(path: Path, objects, gt, srs, rng, per_class: int = 5) -> None:

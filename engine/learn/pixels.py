@@ -70,14 +70,14 @@ def median_frequency_weights(labels: np.ndarray, num_classes: int) -> torch.Tens
 
 
 class PixelTrainer(Trainer):
-    """A `Segmenter` on polygon labels; `spec` is the raster's bands, or a `PairInput` for a change model."""
+    """A `Segmenter` on polygon labels of one raster."""
 
-    def __init__(self, model: Segmenter, source: RasterSource, labels: LabelSet, cfg, device, spec=None, **kw):
+    def __init__(self, model: Segmenter, source: RasterSource, labels: LabelSet, cfg, device, **kw):
         k = model.cfg.patch_size
         if cfg.window % k:
             raise EngineError(f"training window {cfg.window} px must be a multiple of the patch size {k}")
         self.source, self.labels = source, labels
-        self.spec = spec or SpectralInput.from_source(source)
+        self.spec = SpectralInput.from_source(source)
         self.reader = SceneReader(source, cfg.window)
         self.sampler = WindowSampler(labels.train, cfg.window, cfg.seed)
         super().__init__(model, cfg, device, **kw)

@@ -45,9 +45,9 @@ def init_model(preset_name: str, head: str, num_classes: int, backbone: str | No
     return model, f"backbone of model bundle {bundle.path} ({bundle.meta.get('backbone', 'unknown origin')})", True
 
 
-def feature_encoder(preset_name: str, backbone: str | None, seed: int, device) -> tuple[torch.nn.Module, str]:
+def feature_encoder(preset_name: str, backbone: str | None, seed: int, device) -> tuple[torch.nn.Module, str, bool]:
     """The backbone's encoder in eval mode on `device`, for the unsupervised jobs (clusters, change features),
-    and its provenance sentence."""
+    its provenance sentence, and whether it is pretrained."""
     torch.manual_seed(seed)
-    seg, provenance, _ = init_model(preset_name, "light", 2, backbone)
-    return seg.encoder.to(device).eval(), provenance
+    seg, provenance, pretrained = init_model(preset_name, "light", 2, backbone)
+    return seg.encoder.to(device).eval(), provenance, pretrained

@@ -132,26 +132,33 @@ class Segmenter(nn.Module):
             raise EngineError(f"unknown backbone mode {mode!r}: use frozen, last-N (e.g. last-2) or full")
 
 
-class PairInput(NamedTuple):
-    """The two dates of a change pair: input is [B, C_before + C_after, H, W], each date with its own bands."""
-
-    before: SpectralInput
-    after: SpectralInput
-    n_before: int
+CHANGE_FEATURES = 5  # what a change classifier reads of each pixel pair (tasks/change/measures.py makes them)
 
 
-class ChangeSegmenter(Segmenter):
-    """Siamese change model: one shared encoder reads each date with its own sensor metadata; the heads see
-    both dates' features and their absolute difference, and each pixel's spectra on both dates."""
+class ChangeClassifier(nn.Module):
+    """A supervised change model: the encoder (whose token features the pair's change statistic reads) and a
+    logistic layer on each pixel's pair features (its change magnitude under the pair's no-change distribution,
+    its largest standardised change variates, its brightness ratio). Few parameters, so 20 labelled pixels per
+    class train it stably; the statistic itself is refitted on every pair it maps."""
 
-    def __init__(self, cfg: SpecAwareConfig, head: str, num_classes: int = 2):
-        super().__init__(cfg, head, num_classes, dates=2)
+    def __init__(self, cfg: SpecAwareConfig, head: str = "logistic", num_classes: int = 2):
+        super().__init__()
+        self.cfg, self.head_kind = cfg, "logistic"
+        self.encoder = SpecAwareEncoder(cfg)
+        self.register_buffer("feature_mean", torch.zeros(CHANGE_FEATURES))
+        self.register_buffer("feature_std", torch.ones(CHANGE_FEATURES))
+        self.classifier = nn.Linear(CHANGE_FEATURES, num_classes)
 
-    def encode(self, x: torch.Tensor, pair: PairInput) -> Features:
-        a = super().encode(x[:, :pair.n_before], pair.before)
-        b = super().encode(x[:, pair.n_before:], pair.after)
-        taps = [torch.cat([ta, tb, (ta - tb).abs()], dim=1) for ta, tb in zip(a.taps, b.taps)]
-        return Features(taps, torch.cat([a.spectral, b.spectral], dim=1))
+    def set_trainable(self, mode: str) -> None:
+        """The encoder only supplies features to the statistic; it is never trained here."""
+        for p in self.encoder.parameters():
+            p.requires_grad = False
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, K, ...] of pair features [B, CHANGE_FEATURES, ...]."""
+        shape = [1, -1] + [1] * (features.dim() - 2)
+        z = (features - self.feature_mean.view(shape)) / self.feature_std.view(shape)
+        return self.classifier(z.movedim(1, -1)).movedim(-1, 1)
 
 
 class CellClassifier(Segmenter):
@@ -190,9 +197,8 @@ class CellClassifier(Segmenter):
         return self.decode(self.encode(x, spec), mask)
 
 
-
 def build_segmenter(cfg: SpecAwareConfig, head: str, num_classes: int, task: str = "pixels") -> Segmenter:
-    """The model for a fine-tuning task: `pixels` (land cover) or `change` (a pair of dates)."""
+    """The model for a fine-tuning task: `pixels` (land cover), `cells` (grid cells, parcels) or `change`."""
     if task not in TASKS:
         raise EngineError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
-    return {"change": ChangeSegmenter, "cells": CellClassifier}.get(task, Segmenter)(cfg, head, num_classes)
+    return {"change": ChangeClassifier, "cells": CellClassifier}.get(task, Segmenter)(cfg, head, num_classes)

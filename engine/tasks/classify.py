@@ -95,7 +95,7 @@ def cluster_classifier(req: ClassifyRequest, source: RasterSource, runtime: Runt
     """k-means on the encoder's token features of tiles spread over the raster; pixels get the upsampled soft
     membership."""
     k = req.clusters
-    encoder, provenance = feature_encoder(req.preset, req.backbone, req.seed, runtime.device)
+    encoder, provenance, _ = feature_encoder(req.preset, req.backbone, req.seed, runtime.device)
     token_features = position_free_tokens(encoder, SpectralInput.from_source(source))
     tile = 8 * encoder.cfg.patch_size
     grid = TileGrid(source.width, source.height, tile)

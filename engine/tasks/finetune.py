@@ -23,7 +23,7 @@ from ..core.paths import data_dir
 from ..core.progress import CancelFn, ProgressFn, no_progress
 from ..core.request import param, writable_ancestor
 from ..core.runtime import Runtime
-from ..core.vocabulary import BACKBONE_MODES, HEADS, PRESETS, TASKS
+from ..core.vocabulary import BACKBONE_MODES, CHANGE_METHODS, HEADS, PRESETS, TASKS
 from ..io.pairing import PairSource, open_pair
 from ..io.raster import RasterSource
 from ..io.report import render_html
@@ -33,7 +33,9 @@ from ..learn.samples import change_class, load_labels
 from ..learn.trainer import TrainConfig
 from ..model.bundles import check_destination, destination, save_bundle
 from ..model.factory import init_model
-from ..model.segmenter import PairInput, SpectralInput
+from ..model.segmenter import SpectralInput
+from .change.measures import ChangeMeasure
+from .change.supervised import train_change_model
 from .options import SensorChoice
 
 DEFAULTS = TrainConfig()
@@ -71,6 +73,8 @@ class FinetuneRequest(SensorChoice):
                       "the polygons mark 'change' and no change; cells: one label per polygon (grid cells, parcels)",
                       choices=TASKS)
     after: str | None = param(None, "second date, for --task change", kind="raster")
+    change_method: str = param("specaware", "the change statistic a change model reads (task change)",
+                               choices=CHANGE_METHODS)
     colors: dict | None = param(None, "class value → #rrggbb", cli=False)
     overwrite: bool = param(False, "replace an existing model of this name (never anything else)")
     resume: bool = param(False, "continue an interrupted run of the same command")
@@ -110,6 +114,7 @@ def fingerprint(req: FinetuneRequest) -> dict:
     return {"raster": _file_id(req.raster), "polygons": _file_id(req.polygons), "class field": req.class_field,
             "layer": req.layer, "validation layer": _file_id(req.val_polygons), "after": _file_id(req.after),
             "task": req.task, "preset": req.preset, "head": req.head, "backbone": req.backbone,
+            "change method": req.change_method,
             "validation share": req.val_fraction}
 
 
@@ -128,13 +133,12 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
     train = req.train_config()
     work = Path(tempfile.mkdtemp(prefix=".specaware-pair-")) if req.after else None
     try:
-        spec, extra = None, {}
+        extra = {}
         if req.after:
             source_a, source_b, _ = open_pair(req.raster, req.after, work, req.profile, req.sensor, req.level)
-            spec = PairInput(SpectralInput.from_source(source_a), SpectralInput.from_source(source_b),
-                             len(source_a.bands))
             source, ds, prof = PairSource(source_a, source_b), source_a.ds, source_a.profile
-            extra = {"task": "change", "profile_after": source_b.profile.to_dict(), "after": str(req.after)}
+            extra = {"task": "change", "profile_after": source_b.profile.to_dict(), "after": str(req.after),
+                     "change_method": req.change_method}
         else:
             source = RasterSource.open(req.raster, req.profile, req.sensor, req.level)
             ds, prof = source.ds, source.profile
@@ -150,13 +154,23 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
         if not req.resume and resume_dir.exists():
             shutil.rmtree(resume_dir)
         common = {"resume_dir": resume_dir, "fingerprint": fingerprint(req), "progress": progress, "cancel": cancel}
-        if req.task == "cells":  # scene classification: one label per polygon, the pooled-token head
+        if req.task == "change":  # a logistic layer on the pair's change statistics
+            tile = 8 * model.cfg.patch_size
+            measure = ChangeMeasure(req.change_method, SpectralInput.from_source(source_a),
+                                    SpectralInput.from_source(source_b), len(source_a.bands),
+                                    model.encoder.to(device).eval() if pretrained else None)
+            progress(0.02, f"fitting the no-change distribution of the pair ({req.change_method})")
+            measure.fit(source, tile, device, cancel)
+            result = train_change_model(model, measure, source, labels, train, device, tile, req.resume, **common)
+            head = "logistic"
+        elif req.task == "cells":  # scene classification: one label per polygon, the pooled-token head
             trainer = CellTrainer(model, source, labels, train, device, **common)
             head, tile, extra = "pooled", trainer.window, {"task": "cells"}
+            result = trainer.run(resume=req.resume)
         else:
-            trainer = PixelTrainer(model, source, labels, train, device, spec=spec, **common)
+            trainer = PixelTrainer(model, source, labels, train, device, **common)
             head, tile = req.head, train.window
-        result = trainer.run(resume=req.resume)
+            result = trainer.run(resume=req.resume)
     finally:
         if work:
             shutil.rmtree(work, ignore_errors=True)

@@ -42,17 +42,19 @@ def finetune(params: dict, weights_dir: Path, adapt_minutes: float = 0.0, list_m
     return steps
 
 
-def change(before: str, after: str, out: str, threshold: str | float = "otsu", min_area: float = 0.0,
-           model: str | None = None, samples: dict | None = None) -> list[Step]:
+def change(before: str, after: str, out: str, threshold: str | float = "significance", min_area: float = 0.0,
+           model: str | None = None, samples: dict | None = None, method: str = "specaware",
+           p_value: float = 0.001) -> list[Step]:
     """Change between two dates: unsupervised, or with a change or classification `model` (from–to classes).
 
     With `samples` (`polygons`, `layer`, `class_field`, `preset`, `epochs`: change / no-change polygons), a change
     model is first trained on the pair, named after the output folder, and then maps it."""
     params = {"before": before, "after": after, "out": out, "threshold": threshold, "min_area": min_area,
-              "model": model}
+              "model": model, "method": method, "p_value": p_value}
     if samples is None:
         return [("change", params)]
-    train = {"task": CHANGE_TASK, "raster": before, "after": after, "out": f"change-{Path(out).name}", **samples}
+    train = {"task": CHANGE_TASK, "raster": before, "after": after, "out": f"change-{Path(out).name}",
+             "change_method": method, **samples}
     return [("finetune", train), ("change", lambda done: {**params, "model": done[0]["bundle"]})]
 
 

@@ -577,6 +577,6 @@ def test_dock_supervised_change_trains_a_change_model_then_maps_it(dock, stripes
     assert task.error is None, task.error
     trained, mapped = task.results
     assert Path(trained["bundle"]).name.startswith("change-change-after")
-    assert mapped["measure"].startswith("change model") or "probab" in mapped["measure"]
+    assert mapped["magnitude"].startswith("probability of change from the change model")
     change = read_array(mapped["outputs"][0])
     assert change[12:36, 6:12].mean() > 0.7 and change[:, 20:].mean() < 0.2

@@ -81,7 +81,10 @@ def test_adaptation_keeps_a_chosen_backbone_to_start_from(tmp_path):
 def test_unsupervised_and_from_to_change_are_one_step():
     (job, params), = workflows.change("/d/a.tif", "/d/b.tif", "/o/change-b", min_area=50.0)
     assert job == "change" and params == {"before": "/d/a.tif", "after": "/d/b.tif", "out": "/o/change-b",
-                                          "threshold": "otsu", "min_area": 50.0, "model": None}
+                                          "threshold": "significance", "min_area": 50.0, "model": None,
+                                          "method": "specaware", "p_value": 0.001}
+    (job, params), = workflows.change("/d/a.tif", "/d/b.tif", "/o/c", "otsu", method="irmad", p_value=0.01)
+    assert params["method"] == "irmad" and params["threshold"] == "otsu" and params["p_value"] == 0.01
     (job, params), = workflows.change("/d/a.tif", "/d/b.tif", "/o/c", 0.3, model="/m/landcover")
     assert params["model"] == "/m/landcover" and params["threshold"] == 0.3
 
@@ -91,7 +94,7 @@ def test_supervised_change_trains_a_change_model_then_maps_with_it():
     steps = workflows.change("/d/a.tif", "/d/b.tif", "/o/change-b-20250101", samples=samples)
     assert [job for job, _ in steps] == ["finetune", "change"]
     assert steps[0][1] == {"task": "change", "raster": "/d/a.tif", "after": "/d/b.tif",
-                           "out": "change-change-b-20250101", **samples}
+                           "out": "change-change-b-20250101", "change_method": "specaware", **samples}
     calls, results, ticks = run_chain(steps, {"finetune": {"bundle": "/m/change-change-b-20250101"},
                                               "change": {"changed_area_ha": 1.5}})
     assert calls[1][1]["model"] == "/m/change-change-b-20250101" and calls[1][1]["before"] == "/d/a.tif"

@@ -20,7 +20,7 @@ from ..client import EngineJobError
 from ..engine_process import Engine
 from ..inputs import InputError
 from ..settings import weights_dir
-from ..vocabulary import BACKBONE_MODES, HEADS, PRESETS, TASKS
+from ..vocabulary import BACKBONE_MODES, CHANGE_METHODS, HEADS, PRESETS, TASKS, THRESHOLD_MODES
 from ..workflows import Step, run_steps
 
 TASK_CHOICES = {"pixels": "land cover (per pixel)", "cells": "grid cells / parcels (one label per polygon)"}
@@ -195,17 +195,24 @@ class FinetuneAlgorithm(EngineAlgorithm):
 class ChangeAlgorithm(EngineAlgorithm):
     job, algorithm_name, title = "change", "detectchange", "Detect changes"
     help = ("Change between two dates (any CRS, resolution, extent or sensor; the second is warped onto the first). "
-            "Unsupervised: SpecAware feature distance with the spectral angle, thresholded by Otsu or a value. "
-            "With a change model: its change probability. With a classification model: also from–to classes. "
-            "Writes change.tif, magnitude.tif, change polygons with areas (change.gpkg) and summary.json.")
+            "Method: specaware (IR-MAD on each date's own bands, any two sensors; SpecAware features with a "
+            "pretrained backbone), irmad (IR-MAD on the shared bands) or cva (CVA on the standardised shared bands). "
+            "magnitude.tif is −log10 of the p-value of each pixel's change under the pair's no-change distribution "
+            "(3 means p = 0.001). Threshold: 'significance' (a chi-square test at the p-value), 'otsu' (only when "
+            "the magnitudes have two modes) or a magnitude. With a change model: its change probability. With a "
+            "classification model: also from–to classes. Writes change.tif, magnitude.tif, change polygons with "
+            "areas (change.gpkg) and summary.json.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("BEFORE", "Before (date 1)"))
         self.addParameter(QgsProcessingParameterRasterLayer("AFTER", "After (date 2)"))
         self.addParameter(QgsProcessingParameterString("MODEL", "Change or classification model (optional)",
                                                        optional=True))
-        self.addParameter(QgsProcessingParameterString("THRESHOLD", "Threshold ('otsu' or a value)",
-                                                       defaultValue="otsu"))
+        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", CHANGE_METHODS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterString("THRESHOLD", "Threshold ('significance', 'otsu' or a "
+                                                       "magnitude, −log10 p)", defaultValue=THRESHOLD_MODES[0]))
+        self.addParameter(QgsProcessingParameterNumber("P_VALUE", "p-value of the significance test",
+                                                       QgsProcessingParameterNumber.Double, 0.001, False, 1e-12, 0.5))
         self.addParameter(QgsProcessingParameterNumber("MIN_AREA", "Minimum mapping unit (m²)",
                                                        QgsProcessingParameterNumber.Double, 0.0, False, 0.0))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))
@@ -216,11 +223,13 @@ class ChangeAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("CHANGED_HA", "Changed area (ha)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        threshold = self.parameterAsString(parameters, "THRESHOLD", context).strip() or "otsu"  # the engine checks it
+        threshold = self.parameterAsString(parameters, "THRESHOLD", context).strip() or THRESHOLD_MODES[0]
         out = Path(self.parameterAsString(parameters, "OUTPUT", context))
         steps = workflows.change(self.raster(parameters, "BEFORE", context), self.raster(parameters, "AFTER", context),
                                  str(out), threshold, self.parameterAsDouble(parameters, "MIN_AREA", context),
-                                 self.parameterAsString(parameters, "MODEL", context).strip() or None)
+                                 self.parameterAsString(parameters, "MODEL", context).strip() or None,
+                                 method=CHANGE_METHODS[self.parameterAsEnum(parameters, "METHOD", context)],
+                                 p_value=self.parameterAsDouble(parameters, "P_VALUE", context))
         r = self.run_chain(steps, feedback)[-1]
         layers.change_layer(out / "change.tif")
         layers.magnitude_layer(out / "magnitude.tif")

@@ -1,5 +1,6 @@
-"""The dock's Change section: two dates, unsupervised / supervised / from–to change, threshold and minimum mapping
-unit; the result is added as a styled group and its polygons can be exported."""
+"""The dock's Change section: two dates, unsupervised / supervised / from–to change, the method, the threshold
+(a significance test at a p-value, Otsu, or a magnitude) and the minimum mapping unit; the result is added as a
+styled group and its polygons can be exported."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,18 +8,22 @@ from typing import Callable
 
 from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox
-from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QPushButton
+from qgis.PyQt.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QPushButton
 
 from .. import inputs, layers, workflows
 from ..inputs import InputError
 from ..task_queue import TaskQueue
 from ..tasks import EngineTask
+from ..vocabulary import CHANGE_METHODS, THRESHOLD_MODES
 from .train import TrainSection
 from .widgets import SAMPLE_LAYERS, ModelBox, RasterChoice, form, layer_box, row
 
-CHANGE_MODES = [("unsupervised", "Unsupervised (feature distance + spectral angle)"),
+CHANGE_MODES = [("unsupervised", "Unsupervised (significant change)"),
                 ("supervised", "Supervised (train on change / no-change polygons)"),
                 ("fromto", "From–to (classify both dates with a model)")]
+METHOD_LABELS = {"specaware": "SpecAware (any two sensors)", "irmad": "IR-MAD (shared bands)",
+                 "cva": "CVA (shared bands)"}
+THRESHOLD_LABELS = {"significance": "Significance test", "otsu": "Otsu (two modes only)"}
 
 
 class ChangeSection(QgsCollapsibleGroupBox):
@@ -39,13 +44,29 @@ class ChangeSection(QgsCollapsibleGroupBox):
         self.change_field_box.setAllowEmptyFieldName(True)
         self.change_polygons_box.layerChanged.connect(self.change_field_box.setLayer)
         self.fromto_model_box = ModelBox()
-        self.otsu_check = QCheckBox("Otsu")
-        self.otsu_check.setChecked(True)
-        self.threshold_spin = QDoubleSpinBox()
-        self.threshold_spin.setDecimals(4)
-        self.threshold_spin.setRange(0.0, 1e6)
-        self.threshold_spin.setEnabled(False)
-        self.otsu_check.toggled.connect(lambda on: self.threshold_spin.setEnabled(not on))
+        self.method_box = QComboBox()
+        for key in CHANGE_METHODS:
+            self.method_box.addItem(METHOD_LABELS.get(key, key), key)
+        self.method_box.setToolTip("specaware reads each date's own bands (any two sensors); irmad and cva read the "
+                                   "bands both dates share")
+        self.threshold_box = QComboBox()
+        for key in THRESHOLD_MODES:
+            self.threshold_box.addItem(THRESHOLD_LABELS.get(key, key), key)
+        self.threshold_box.addItem("Magnitude above…", None)
+        self.p_value_spin = QDoubleSpinBox()
+        self.p_value_spin.setDecimals(6)
+        self.p_value_spin.setRange(1e-6, 0.5)
+        self.p_value_spin.setSingleStep(0.001)
+        self.p_value_spin.setValue(0.001)
+        self.p_value_spin.setPrefix("p < ")
+        self.p_value_spin.setToolTip("a pixel has changed when a difference this large would occur with this "
+                                     "probability without change")
+        self.magnitude_spin = QDoubleSpinBox()
+        self.magnitude_spin.setRange(0.0, 30.0)
+        self.magnitude_spin.setValue(3.0)
+        self.magnitude_spin.setToolTip("magnitude = −log10 p: 3 means p = 0.001")
+        self.threshold_box.currentIndexChanged.connect(self._threshold_changed)
+        self._threshold_changed()
         self.min_area_spin = QDoubleSpinBox()
         self.min_area_spin.setRange(0.0, 1e9)
         self.min_area_spin.setSuffix(" m²")
@@ -61,13 +82,23 @@ class ChangeSection(QgsCollapsibleGroupBox):
         layout.addRow("Change samples", self.change_polygons_box)
         layout.addRow("Change field", self.change_field_box)
         layout.addRow("Classification model", self.fromto_model_box)
-        layout.addRow("Threshold", row(self.otsu_check, self.threshold_spin))
+        layout.addRow("Method", self.method_box)
+        layout.addRow("Threshold", row(self.threshold_box, self.p_value_spin, self.magnitude_spin))
         layout.addRow("Minimum mapping unit", self.min_area_spin)
         layout.addRow(row(self.detect_button, self.export_button))
         self.mode_box.currentIndexChanged.connect(self._mode_changed)
         self._mode_changed()
         self.detect_button.clicked.connect(self.detect_changes)
         self.export_button.clicked.connect(lambda: self.export_change_polygons())
+
+    def _threshold_changed(self) -> None:
+        mode = self.threshold_box.currentData()
+        self.p_value_spin.setVisible(mode == "significance")
+        self.magnitude_spin.setVisible(mode is None)
+
+    def threshold(self) -> str:
+        mode = self.threshold_box.currentData()
+        return mode if mode is not None else f"{self.magnitude_spin.value():g}"
 
     def _mode_changed(self) -> None:
         mode = self.mode_box.currentData()
@@ -93,8 +124,8 @@ class ChangeSection(QgsCollapsibleGroupBox):
         except InputError as e:
             self.say(str(e), Qgis.Warning)
             return None
-        threshold = "otsu" if self.otsu_check.isChecked() else self.threshold_spin.value()
-        steps = workflows.change(before, after, str(folder), threshold, self.min_area_spin.value(), model, samples)
+        steps = workflows.change(before, after, str(folder), self.threshold(), self.min_area_spin.value(), model,
+                                 samples, self.method_box.currentData(), self.p_value_spin.value())
         return self.queue.start(f"SpecAware: change {self.before.layer_name()} → {self.after.layer_name()}", steps,
                                 self._changed, folder=folder)
 

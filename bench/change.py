@@ -80,7 +80,8 @@ def irmad_nielsen(a: np.ndarray, b: np.ndarray, iterations: int = 50) -> tuple[n
         ab = np.hstack([a, b])
         mean = (w[:, None] * ab).sum(0) / w.sum()
         cov = (w[:, None] * (ab - mean)).T @ (ab - mean) / w.sum()
-        lx, ly = np.linalg.cholesky(cov[:p, :p]), np.linalg.cholesky(cov[p:, p:])
+        ridge = 1e-9 * np.trace(cov) / len(cov) * np.eye(p)  # shared bands may repeat one band of the other date
+        lx, ly = np.linalg.cholesky(cov[:p, :p] + ridge), np.linalg.cholesky(cov[p:, p:] + ridge)
         u, rho, vt = np.linalg.svd(np.linalg.solve(lx, cov[:p, p:]) @ np.linalg.inv(ly).T)
         mad = (a - mean[:p]) @ np.linalg.solve(lx.T, u) - (b - mean[p:]) @ np.linalg.solve(ly.T, vt.T)
         z = (mad ** 2 / np.maximum(2 * (1 - rho), 1e-12)).sum(axis=1)

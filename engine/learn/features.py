@@ -17,7 +17,7 @@ class FeatureTrainer(Trainer):
     monitor = "kappa"
 
     def __init__(self, model, features: np.ndarray, labels: np.ndarray, val_features: np.ndarray,
-                 val_labels: np.ndarray, names: list[str], cfg, device, **kw):
+                 val_labels: np.ndarray, names: list[str], cfg, device, penalty=None, **kw):
         present = np.unique(labels)
         if len(present) < 2:
             raise EngineError(f"training needs labelled pixels of at least two classes; found only "
@@ -26,7 +26,7 @@ class FeatureTrainer(Trainer):
         self.y = torch.from_numpy(labels.astype(np.int64) - 1).to(device)
         self.val_x = torch.from_numpy(val_features).float().to(device)
         self.val_y = val_labels.astype(np.int64)
-        self.names = names
+        self.names, self.penalty = names, penalty  # penalty(): a regulariser added to the loss, weighed by 1/n
         self.by_class = [np.flatnonzero(labels == c) for c in present]
         super().__init__(model, cfg, device, **kw)
 
@@ -41,7 +41,8 @@ class FeatureTrainer(Trainer):
         return self.x[idx], self.y[idx]
 
     def loss(self, inputs, target) -> torch.Tensor:
-        return F.cross_entropy(self.model.classify(inputs).float(), target)
+        loss = F.cross_entropy(self.model.classify(inputs).float(), target)
+        return loss if self.penalty is None else loss + self.penalty() / (2 * len(self.x))
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> np.ndarray:

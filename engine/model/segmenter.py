@@ -148,11 +148,35 @@ class ChangeClassifier(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(CHANGE_FEATURES))
         self.register_buffer("feature_std", torch.ones(CHANGE_FEATURES))
         self.classifier = nn.Linear(CHANGE_FEATURES, num_classes)
+        self.register_buffer("prior_weight", torch.zeros(num_classes, CHANGE_FEATURES))
+        self.register_buffer("prior_bias", torch.zeros(num_classes))
 
     def set_trainable(self, mode: str) -> None:
         """The encoder only supplies features to the statistic; it is never trained here."""
         for p in self.encoder.parameters():
             p.requires_grad = False
+
+    @torch.no_grad()
+    def start_from_significance(self, change_index: int, magnitude: float = 3.0, sharpness: float = 2.0) -> None:
+        """Weights that reproduce the unsupervised rule (change where the magnitude, feature 0 = magnitude / 10,
+        exceeds `magnitude`), kept as the prior that training pulls towards: few labels adjust the rule, many can
+        rewrite it."""
+        w = torch.zeros_like(self.prior_weight)
+        b = torch.zeros_like(self.prior_bias)
+        mean, std = float(self.feature_mean[0]), float(self.feature_std[0])
+        sign = torch.full((w.shape[0],), -1.0)
+        sign[change_index] = 1.0
+        w[:, 0] = sign * sharpness * 10 * std / 2  # logit(change) − logit(other) = sharpness · (magnitude − t)
+        b[:] = sign * sharpness * (10 * mean - magnitude) / 2
+        self.prior_weight.copy_(w)
+        self.prior_bias.copy_(b)
+        self.classifier.weight.copy_(w)
+        self.classifier.bias.copy_(b)
+
+    def prior_penalty(self) -> torch.Tensor:
+        """Squared distance of the logistic layer from its prior (see `start_from_significance`)."""
+        return ((self.classifier.weight - self.prior_weight) ** 2).sum() + \
+            ((self.classifier.bias - self.prior_bias) ** 2).sum()
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """Class logits [B, K, ...] of pair features [B, CHANGE_FEATURES, ...]."""

@@ -161,7 +161,8 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
                                     model.encoder.to(device).eval() if pretrained else None)
             progress(0.02, f"fitting the no-change distribution of the pair ({req.change_method})")
             measure.fit(source, tile, device, cancel)
-            result = train_change_model(model, measure, source, labels, train, device, tile, req.resume, **common)
+            result = train_change_model(model, measure, source, labels, extra["change_class"], train, device, tile,
+                                        req.resume, **common)
             head = "logistic"
         elif req.task == "cells":  # scene classification: one label per polygon, the pooled-token head
             trainer = CellTrainer(model, source, labels, train, device, **common)

@@ -47,13 +47,17 @@ def labelled_features(measure: ChangeMeasure, source: PairSource, labels: LabelS
     return tuple(out)
 
 
-def train_change_model(model, measure: ChangeMeasure, source: PairSource, labels: LabelSet, cfg: TrainConfig,
-                       device, tile: int, resume: bool = False, **trainer_options) -> TrainResult:
-    """Fit the classifier's logistic layer on the labelled pixels' pair features (standardised once)."""
+def train_change_model(model, measure: ChangeMeasure, source: PairSource, labels: LabelSet, change_class: str,
+                       cfg: TrainConfig, device, tile: int, resume: bool = False, **trainer_options) -> TrainResult:
+    """Fit the classifier's logistic layer on the labelled pixels' pair features (standardised once), starting
+    from the unsupervised significance rule and pulled back towards it: 20 labels per class adjust the rule
+    without swinging with the sample."""
     ft, yt, fv, yv = labelled_features(measure, source, labels, tile, device, trainer_options.get("cancel"))
     model.feature_mean.copy_(torch.from_numpy(ft.mean(axis=0)).float())
     model.feature_std.copy_(torch.from_numpy(np.maximum(ft.std(axis=0), 1e-6)).float())
-    trainer = FeatureTrainer(model, ft, yt, fv, yv, labels.scheme.names, cfg, device, **trainer_options)
+    model.start_from_significance(labels.scheme.names.index(change_class))
+    trainer = FeatureTrainer(model, ft, yt, fv, yv, labels.scheme.names, cfg, device, penalty=model.prior_penalty,
+                             **trainer_options)
     return trainer.run(resume=resume)
 
 

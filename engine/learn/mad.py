@@ -171,9 +171,10 @@ def fit_irmad(a: np.ndarray, b: np.ndarray, near: np.ndarray, noise_a=None, nois
     return stat
 
 
-def fit_cva(a: np.ndarray, b: np.ndarray, near: np.ndarray, iterations: int = 50, tol: float = 1e-5) -> PairStatistic:
+def fit_cva(a: np.ndarray, b: np.ndarray, near: np.ndarray, noise_a=None, noise_b=None, iterations: int = 50,
+            tol: float = 1e-5) -> PairStatistic:
     """CVA on standardised bands (a and b hold the same bands): the difference of robust z-scores, whitened by its
-    no-change covariance (reweighted like IR-MAD)."""
+    no-change covariance (reweighted like IR-MAD); white per-band noise reaches each variate through Pa and Pb."""
     def robust_z(x):
         med = np.median(x, axis=0)
         return med, np.maximum(1.4826 * np.median(np.abs(x - med), axis=0), 1e-12)
@@ -191,12 +192,16 @@ def fit_cva(a: np.ndarray, b: np.ndarray, near: np.ndarray, iterations: int = 50
         pa, pb = -vec / sa[:, None], -vec / sb[:, None]
         offset = (mean - mb / sb + ma / sa) @ vec
         m = a @ pa - b @ pb - offset
-        centre, c, kept = _calibrate(m, near, None)
-        stat = PairStatistic("cva", pa[:, kept], pb[:, kept], offset[kept], centre[kept], c[kept],
-                             np.zeros(kept.sum()), np.zeros(kept.sum()), np.zeros(0), it)
+        gain_a, gain_b = (pa ** 2).sum(axis=0), (pb ** 2).sum(axis=0)
+        noise = None
+        if noise_a is not None and noise_b is not None:
+            noise = noise_a[:, None] ** 2 * gain_a + noise_b[:, None] ** 2 * gain_b
+        centre, c, kept = _calibrate(m, near, noise)
+        stat = PairStatistic("cva", pa[:, kept], pb[:, kept], offset[kept], centre[kept], c[kept], gain_a[kept],
+                             gain_b[kept], np.zeros(0), it)
         if stat.dof == 0:
             return stat
-        w_new = _weights(stat.z(a, b), stat.dof)
+        w_new = _weights(stat.z(a, b, noise_a, noise_b), stat.dof)
         if before is not None and np.abs(w_new - before).max() < tol:
             return stat
         w, before = w_new, w_new

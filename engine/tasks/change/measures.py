@@ -16,8 +16,8 @@ from ...core.errors import EngineError, shorten
 from ...core.progress import CancelFn, check_cancel
 from ...io.pairing import PairSource
 from ...io.tiling import TileGrid
-from ...learn.mad import (PairStatistic, Reducer, chi2_magnitude, fit_cva, fit_irmad, no_change_pixels,
-                          spectral_noise)
+from ...learn.mad import (HYPERSPECTRAL_BANDS, PairStatistic, Reducer, chi2_magnitude, fit_cva, fit_irmad,
+                          no_change_pixels, spectral_noise)
 from ...model.segmenter import CHANGE_FEATURES, SpectralInput, position_free_tokens
 
 SAMPLE_TILES = 24
@@ -65,7 +65,7 @@ class DateFeatures:
         return np.hstack([f, self.token_reducer.apply(tokens)]) if self.token_reducer is not None else f
 
     def noise(self, values: np.ndarray) -> np.ndarray | None:
-        return spectral_noise(values, self.wavelength) if self.reduce else None
+        return spectral_noise(values, self.wavelength)
 
 
 class ChangeMeasure:
@@ -117,7 +117,7 @@ class ChangeMeasure:
         fa, fb = self.a.features(va, ta), self.b.features(vb, tb)
         near = no_change_pixels(ba, bb)
         if self.method == "cva":
-            self.stat = fit_cva(fa, fb, near)
+            self.stat = fit_cva(fa, fb, near, na, nb)
         else:
             self.stat = fit_irmad(fa, fb, near, na, nb, self.a.spectral.basis if na is not None else None,
                                   self.b.spectral.basis if nb is not None else None)
@@ -167,8 +167,7 @@ class ChangeMeasure:
                                                          "none is configured)"),
                 "irmad": f"the {self.shared} bands both dates share",
                 "cva": f"the standardised differences of the {self.shared} shared bands"}[self.method]
-        noise = " and each pixel's spectral noise" if self.a.reduce and self.a.spectral is not None and \
-            len(self.a.bands) >= 30 else ""
+        noise = " and each pixel's spectral noise" if len(self.a.bands) >= HYPERSPECTRAL_BANDS else ""
         return (f"{'IR-MAD' if self.method != 'cva' else 'CVA'} on {what}: magnitude = −log10 p of the pixel's "
                 f"chi-square statistic ({self.stat.dof} degrees of freedom) under the no-change distribution "
                 f"estimated from the pair{noise}; 3 means p = 0.001")

@@ -112,16 +112,14 @@ def _calibrate(m: np.ndarray, near: np.ndarray, noise: np.ndarray | None):
     centre = np.median(m[near], axis=0)
     d2 = (m[near] - centre) ** 2
     c = np.median(d2, axis=0) / CHI2_1_MEDIAN
-    if noise is not None:
-        for i in range(m.shape[1]):
-            n_i = noise[near, i]
-            lo, hi = 0.0, c[i]
-            if np.median(d2[:, i] / np.maximum(n_i, 1e-300)) <= CHI2_1_MEDIAN:
-                hi = 0.0  # the pixels' own noise explains the spread
-            for _ in range(60 if hi > 0 else 0):
-                mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if np.median(d2[:, i] / (mid + n_i)) > CHI2_1_MEDIAN else (lo, mid)
-            c[i] = hi
+    if noise is not None:  # bisection on every variate at once
+        n = noise[near]
+        lo, hi = np.zeros_like(c), np.where(np.median(d2 / np.maximum(n, 1e-300), axis=0) > CHI2_1_MEDIAN, c, 0.0)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            above = np.median(d2 / (mid + n), axis=0) > CHI2_1_MEDIAN
+            lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+        c = hi
     typical = c + (np.median(noise[near], axis=0) if noise is not None else 0.0)
     return centre, c, typical > 1e-20
 

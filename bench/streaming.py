@@ -34,12 +34,15 @@ SIZES = {"1x": 2000, "4x": 8000}  # lines
 ARMS = ("raw", "lines", "pipeline")
 
 
-def make_envi(path: Path, lines: int) -> Path:
-    """A BIL int16 ENVI file with AVIRIS-NG wavelengths, written in chunks (never whole in memory)."""
+def make_envi(path: Path, lines: int, wavelength=None, fwhm=None) -> Path:
+    """A BIL int16 ENVI file, written in chunks (never whole in memory); AVIRIS-NG's wavelengths and FWHM unless
+    given (reading the built-in profiles needs GDAL, which a GPU machine may lack)."""
     if path.exists() and path.stat().st_size == lines * WIDTH * BANDS * 2:
         return path
-    from engine.io.sensors import builtin_profiles
-    prof = builtin_profiles()["aviris_ng"]
+    if wavelength is None:
+        from engine.io.sensors import builtin_profiles
+        prof = builtin_profiles()["aviris_ng"]
+        wavelength, fwhm = prof.wavelength_nm, prof.fwhm_nm
     rng = np.random.default_rng(0)
     base = (rng.random((BANDS, WIDTH)) * 4000 + 500).astype(np.int16)
     with open(path, "wb") as f:
@@ -51,8 +54,8 @@ def make_envi(path: Path, lines: int) -> Path:
            f"data type = 2\ninterleave = bil\nbyte order = 0\nwavelength units = Nanometers\n"
            f"map info = {{UTM, 1, 1, 500000, 4100000, 5, 5, 11, North, WGS-84, units=Meters}}\n"
            f"reflectance scale factor = 10000\n"
-           f"wavelength = {{{', '.join(f'{w:.2f}' for w in prof.wavelength_nm)}}}\n"
-           f"fwhm = {{{', '.join(f'{w:.2f}' for w in prof.fwhm_nm)}}}\n")
+           f"wavelength = {{{', '.join(f'{w:.2f}' for w in wavelength)}}}\n"
+           f"fwhm = {{{', '.join(f'{w:.2f}' for w in fwhm)}}}\n")
     path.with_suffix(".hdr").write_text(hdr)
     return path
 

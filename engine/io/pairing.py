@@ -119,7 +119,7 @@ class PairSource:
         vb, mb = self.b.read(x, y, w, h)
         return np.concatenate([va, vb]), ma & mb
 
-    def read_strip(self, x, y, w, h, reuse: StackedStrip | None = None) -> StackedStrip:
+    def read_strip(self, x, y, w, h, reuse: StackedStrip | None = None, pool=None) -> StackedStrip:
         """Both dates' strips of the window, for the streaming driver."""
         ra, rb = reuse.parts if reuse is not None else (None, None)
-        return StackedStrip([self.a.read_strip(x, y, w, h, ra), self.b.read_strip(x, y, w, h, rb)])
+        return StackedStrip([self.a.read_strip(x, y, w, h, ra, pool), self.b.read_strip(x, y, w, h, rb, pool)])

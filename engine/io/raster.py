@@ -1,6 +1,7 @@
 """Raster windows in through GDAL: the sensor profile's good bands, scaled, with a no-data mask."""
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +73,16 @@ class RasterSource:
     def fwhm(self) -> np.ndarray:
         return np.asarray(self.profile.fwhm_nm, dtype=np.float32)[self.bands]
 
-    def read_strip(self, x: int, y: int, w: int, h: int, reuse: Strip | None = None) -> Strip:
-        """The window as a `Strip` (raw values and validity); `reuse`'s buffer is read into when it fits.
+    def read_strip(self, x: int, y: int, w: int, h: int, reuse: Strip | None = None,
+                   pool: Executor | None = None) -> Strip:
+        """The window as a `Strip` (raw values and validity); `reuse`'s buffer is read into when it fits, and
+        `pool`'s workers find the no-data mask when given.
 
         Whole lines of an uncompressed ENVI file come straight from the file (`LineReader`); other windows
         and formats through GDAL, which lets its worker threads decode the blocks of compressed files.
         """
         if x == 0 and w == self.width and self.lines is not None:
-            return self.lines.strip(y, h, self.bands, self.nodata, self.profile.scale, reuse)
+            return self.lines.strip(y, h, self.bands, self.nodata, self.profile.scale, reuse, pool)
         shape = (len(self.bands), h, w)
         out = reuse.buffer if reuse is not None and reuse.buffer.shape == shape else None
         gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", "ALL_CPUS")  # this thread only
@@ -92,7 +95,7 @@ class RasterSource:
             gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", None)
         if raw is None:
             raise EngineError(f"cannot read window x={x} y={y} {w}×{h} of {self.path}; the file may be truncated")
-        return Strip([raw.reshape(shape)], self.nodata, self.profile.scale)
+        return Strip([raw.reshape(shape)], self.nodata, self.profile.scale, pool=pool)
 
     def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
         """(values, valid) for the window: float32 reflectance [C, h, w], no-data pixels set to 0, and [h, w]."""

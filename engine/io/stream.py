@@ -2,11 +2,11 @@
 
 A reader thread reads each row of tiles as one strip of whole lines (the file's own order: one large read
 rather than a small one per band, line and tile), converts its tiles straight into batch buffers that are
-used again and again (fresh arrays of this size cost more in page faults than the copy itself), and hands
-full batches on; batches run across tile rows so the model always sees `batch_size` tiles. The caller's
-thread runs the model and blends overlapping predictions with a smooth window; rows go to the writer as
-soon as no later tile can touch them, so memory holds one strip, a few batches and about one row of tiles,
-whatever the raster's length.
+used again and again (fresh arrays this large pay their page faults on every use), and hands full batches
+on; batches run across tile rows so the model always sees `batch_size` tiles. The caller's thread runs the
+model and blends overlapping predictions with a smooth window; rows go to the writer as soon as no later
+tile can touch them, so memory holds one strip, a few batches and about one row of tiles, whatever the
+raster's length.
 """
 from __future__ import annotations
 
@@ -97,10 +97,9 @@ def _reader(source: StripSource, grid: TileGrid, batch_size: int, free: queue.Qu
         with ThreadPoolExecutor(FILL_THREADS) as pool:
             for y0 in grid.rows:
                 for cols in groups:
-                    xa = cols[0]
-                    x_end = grid.window(cols[-1], y0)[0] + grid.window(cols[-1], y0)[2]
+                    xa, x_end = cols[0], min(cols[-1] + grid.tile, grid.width)
                     _, y, _, h = grid.window(xa, y0)
-                    strip = source.read_strip(xa, y, x_end - xa, h, reuse=strip)
+                    strip = source.read_strip(xa, y, x_end - xa, h, reuse=strip, pool=pool)
                     jobs = []
                     for x0 in cols:
                         if batch is None:
@@ -139,7 +138,8 @@ def stream_predictions(source: StripSource, model_fn: Callable[[np.ndarray], np.
     """Run `model_fn` ([B, C, T, T] → [B, n_out, T, T]) over the raster and hand finished rows to `on_rows`.
 
     on_rows(y, scores [n_out, h, W], valid [h, W]) receives blended scores for rows y..y+h in order. The batch
-    given to `model_fn` is a view of a reused buffer: it must not be kept after the call.
+    given to `model_fn` is a view of a reused buffer: it must not be kept after the call. When `model_fn` has an
+    `empty(shape)` attribute (the runtime's does: pinned memory on CUDA), the buffers come from it.
     """
     W, H = source.width, source.height
     grid = TileGrid(W, H, tile, overlap)
@@ -148,8 +148,9 @@ def stream_predictions(source: StripSource, model_fn: Callable[[np.ndarray], np.
     stats = StreamStats()
     t0 = time.perf_counter()
     free: queue.Queue = queue.Queue()
+    empty = getattr(model_fn, "empty", None) or (lambda shape: np.empty(shape, np.float32))
     for _ in range(BUFFERS):
-        free.put(np.empty((batch_size, len(source.bands), tile, tile), np.float32))
+        free.put(empty((batch_size, len(source.bands), tile, tile)))
     batches: queue.Queue = queue.Queue()
     stop = threading.Event()
     reader = threading.Thread(target=_reader, args=(source, grid, batch_size, free, batches, stop), daemon=True)

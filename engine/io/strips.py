@@ -10,6 +10,7 @@ shortcut returns wrong values for such files. Nothing here imports GDAL, so a re
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +19,7 @@ import numpy as np
 from ..core.errors import EngineError
 
 INTERLEAVES = ("bsq", "bil", "bip")
+ROW_BLOCK = 16  # lines whose no-data mask one worker finds at a time
 
 
 def band_runs(bands: list[int]) -> list[tuple[int, int]]:
@@ -62,10 +64,15 @@ class Strip:
     """A window in the file's data type, as band runs [c, h, w], with its validity [h, w] and the scale to
     reflectance; `buffer` is what the next read of the same size may reuse."""
 
-    def __init__(self, parts: list[np.ndarray], nodata: set[float], scale: float, buffer: np.ndarray | None = None):
+    def __init__(self, parts: list[np.ndarray], nodata: set[float], scale: float, buffer: np.ndarray | None = None,
+                 pool: Executor | None = None):
         self.parts, self.scale = parts, np.float32(scale)
         self.buffer = buffer if buffer is not None else parts[0]
-        self.valid = ~invalid_pixels(parts, nodata)
+        h = parts[0].shape[1]
+        rows = [slice(y, y + ROW_BLOCK) for y in range(0, h, ROW_BLOCK)]
+        blocks = (pool.map if pool is not None and len(rows) > 1 else map)(
+            lambda r: invalid_pixels([p[:, r] for p in parts], nodata), rows)
+        self.valid = ~np.concatenate(list(blocks))
 
     @property
     def bands(self) -> int:
@@ -137,8 +144,8 @@ class LineReader:
                               "early; it may be truncated or still being copied")
 
     def strip(self, y: int, h: int, bands: list[int], nodata: set[float], scale: float,
-              reuse: Strip | None = None) -> Strip:
-        """Lines y..y+h of `bands` (0-based) as a `Strip`."""
+              reuse: Strip | None = None, pool: Executor | None = None) -> Strip:
+        """Lines y..y+h of `bands` (0-based) as a `Strip` (its no-data mask found by `pool`'s workers if given)."""
         W, item = self.width, self.dtype.itemsize
         runs = band_runs(bands)
         shape = {"bil": (h, self.bands, W), "bip": (h, W, self.bands), "bsq": (len(bands), h, W)}[self.interleave]
@@ -154,7 +161,7 @@ class LineReader:
             self._read_into(buf, self.offset + y * W * self.bands * item, y, h)
             cube = buf.transpose(1, 0, 2) if self.interleave == "bil" else buf.transpose(2, 0, 1)  # [bands, h, W]
             parts = [cube[b0:b1] for b0, b1 in runs]
-        return Strip(parts, nodata, scale, buf)
+        return Strip(parts, nodata, scale, buf, pool)
 
     def close(self) -> None:
         if self.file is not None:
@@ -168,5 +175,7 @@ class StripSource(Protocol):
     height: int
     bands: list[int]
 
-    def read_strip(self, x: int, y: int, w: int, h: int, reuse=None) -> Strip | StackedStrip:
-        """The window x, y, w, h; `reuse`, a strip this source returned before, may lend its buffers."""
+    def read_strip(self, x: int, y: int, w: int, h: int, reuse=None,
+                   pool: Executor | None = None) -> Strip | StackedStrip:
+        """The window x, y, w, h; `reuse`, a strip this source returned before, may lend its buffers; `pool`'s
+        workers may share the work on it."""

@@ -12,6 +12,7 @@ from ..core.errors import EngineError, shorten
 from .datasets import open_raster
 from .raster import RasterSource
 from .sensors import gsd_from_geotransform
+from .strips import StackedStrip
 from .vectors import raster_footprint, spatial_ref
 
 
@@ -117,3 +118,8 @@ class PairSource:
         va, ma = self.a.read(x, y, w, h)
         vb, mb = self.b.read(x, y, w, h)
         return np.concatenate([va, vb]), ma & mb
+
+    def read_strip(self, x, y, w, h, reuse: StackedStrip | None = None, pool=None) -> StackedStrip:
+        """Both dates' strips of the window, for the streaming driver."""
+        ra, rb = reuse.parts if reuse is not None else (None, None)
+        return StackedStrip([self.a.read_strip(x, y, w, h, ra, pool), self.b.read_strip(x, y, w, h, rb, pool)])

@@ -56,12 +56,17 @@ class Features(NamedTuple):
 
 
 def spectral_projection(x: torch.Tensor, band_embedding: torch.Tensor) -> torch.Tensor:
-    """Each pixel's spectrum projected on the bands' 128-d embeddings (mean over bands), plus its mean value.
+    """[B, planes + 1, H, W]: each pixel's spectrum projected on the bands' 128-d embeddings (mean over bands), and
+    its mean value, in one matrix product on the channels-first input (the mean is a last column of ones).
 
     The basis comes from the encoder's own wavelength/FWHM/sensor embedding, so it exists for any band set.
     """
-    proj = torch.einsum("bchw,bcd->bdhw", x, band_embedding.to(x.dtype)) / x.shape[1]
-    return torch.cat([proj, x.mean(dim=1, keepdim=True)], dim=1)
+    B, C, H, W = x.shape
+    basis = torch.cat([band_embedding, torch.ones_like(band_embedding[..., :1])], dim=-1) / C  # [B, C, planes + 1]
+    return torch.matmul(basis.transpose(1, 2).to(x.dtype), x.reshape(B, C, H * W)).reshape(B, -1, H, W)
+
+
+PIXEL_BLOCK = 8192  # pixels at a time on the CPU: the head's intermediates stay in cache (twice as fast)
 
 
 class PixelHead(nn.Module):
@@ -69,6 +74,11 @@ class PixelHead(nn.Module):
 
     Tokens summarise k×k pixels; this branch keeps each pixel's own spectrum in the decision, which matters for
     objects a few pixels wide (roads, roofs). Its logits are added to the spatial head's.
+
+    Each pixel's input is z = [p, p / (|m| + 1e-3), m] per date (p the projection, m the mean; with two dates
+    also their difference), then LayerNorm and an MLP. The forward never builds z: the norm's scale and the
+    first layer are folded into one weight per date that multiplies [p, m] directly, and the norm's mean and
+    variance come from sums of p, so the head costs two small matrix products per pixel, channels first.
     """
 
     def __init__(self, num_classes: int, width: int = 128, planes: int = 128, dates: int = 1):
@@ -78,16 +88,53 @@ class PixelHead(nn.Module):
         self.norm = nn.LayerNorm(n_in)
         self.mlp = nn.Sequential(nn.Linear(n_in, width), nn.GELU(), nn.Linear(width, width // 2),
                                  nn.GELU(), nn.Linear(width // 2, num_classes))
+        # z's groups from the dates' own features: each date, and with two dates the second minus the first
+        mix = torch.ones(1, 1) if dates == 1 else torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 1.0]])
+        self.register_buffer("mix", mix, persistent=False)
 
     def forward(self, spectral: torch.Tensor) -> torch.Tensor:
-        per_date = []
-        for d in spectral.float().split(self.planes + 1, dim=1):
-            proj, mean = d[:, :-1], d[:, -1:]
-            per_date.append(torch.cat([proj, proj / (mean.abs() + 1e-3), mean], dim=1))
-        if self.dates > 1:
-            per_date.append(per_date[1] - per_date[0])
-        z = torch.cat(per_date, dim=1).permute(0, 2, 3, 1)
-        return self.mlp(self.norm(z)).permute(0, 3, 1, 2)
+        B, _, H, W = spectral.shape
+        s = spectral.reshape(B, self.dates, self.planes + 1, H * W)
+        folded = self.folded()
+        step = PIXEL_BLOCK if s.device.type == "cpu" else H * W
+        out = [self.pixels(s[..., i:i + step], *folded) for i in range(0, H * W, step)]
+        return (out[0] if len(out) == 1 else torch.cat(out, -1)).reshape(B, -1, H, W)
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The norm's scale and the first layer as one weight per date [dates, 2·width, planes + 1] (rows on
+        [p, m], then rows on p to be scaled by r), the sums of the scaled weights, and the first layer's bias."""
+        D, mix, first = self.planes, self.mix, self.mlp[0]
+        folded = (first.weight * self.norm.weight).reshape(first.out_features, len(mix), 2 * D + 1)
+        per_date = torch.einsum("hgf,gd->dhf", folded, mix)  # weight on each date's [p, p·r, m]
+        zero = per_date.new_zeros(per_date.shape[:2] + (1,))
+        weight = torch.cat([torch.cat([per_date[..., :D], per_date[..., 2 * D:]], -1),
+                            torch.cat([per_date[..., D:2 * D], zero], -1)], 1)
+        return weight, folded.sum((1, 2)), first.weight @ self.norm.bias + first.bias
+
+    def pixels(self, s: torch.Tensor, weight: torch.Tensor, weight_sum: torch.Tensor,
+               bias: torch.Tensor) -> torch.Tensor:
+        """Logits [B, K, n] of n pixels' features s [B, dates, planes + 1, n]."""
+        D, mix, width = self.planes, self.mix, bias.shape[0]
+        n, eps = self.norm.normalized_shape[0], self.norm.eps
+        s32 = s.float()
+        p, m = s32[:, :, :D], s32[:, :, D:]  # [B, dates, D, n], [B, dates, 1, n]
+        r = 1.0 / (m.abs() + 1e-3)
+        total = (mix.sum(0)[:, None, None] * (p.sum(2, keepdim=True) * (1 + r) + m)).sum(1)
+        gram, sq, t = mix.T @ mix, 0, None
+        for d in range(self.dates):
+            for e in range(d + 1):
+                pp = (p[:, d] * p[:, e]).sum(1, keepdim=True)
+                sq = sq + gram[d, e] * (1 if d == e else 2) * (pp * (1 + r[:, d] * r[:, e]) + m[:, d] * m[:, e])
+            y = torch.matmul(weight[d], s[:, d])  # [B, 2·width, n]
+            part = torch.addcmul(y[:, :width], y[:, width:], r[:, d])
+            t = part if t is None else t.add_(part)
+        mean = total / n
+        rstd = torch.rsqrt((sq / n - mean * mean).clamp_min(0) + eps)
+        t = t.float().addcmul_(weight_sum[:, None], mean, value=-1)
+        z = self.mlp[1](torch.addcmul(bias[:, None], t, rstd))
+        second, last = self.mlp[2], self.mlp[4]
+        z = self.mlp[3](torch.baddbmm(second.bias[:, None], second.weight.expand(len(z), -1, -1), z))
+        return torch.baddbmm(last.bias[:, None], last.weight.expand(len(z), -1, -1), z)
 
 
 class Segmenter(nn.Module):

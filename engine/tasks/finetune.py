@@ -28,6 +28,7 @@ from ..io.pairing import PairSource, open_pair
 from ..io.raster import RasterSource
 from ..io.report import render_html
 from ..learn.cells import CELL_WINDOW, CellTrainer
+from ..learn.linear import LinearFit
 from ..learn.pixels import PixelTrainer
 from ..learn.samples import change_class, load_labels
 from ..learn.trainer import TrainConfig
@@ -37,6 +38,7 @@ from ..model.segmenter import PairInput, SpectralInput
 from .options import SensorChoice
 
 DEFAULTS = TrainConfig()
+LINEAR_TILE = 128  # px: a per-pixel model has no context to gain from larger tiles
 
 
 @dataclass(kw_only=True)
@@ -50,7 +52,9 @@ class FinetuneRequest(SensorChoice):
     class_field: str = param(help="the field that holds each polygon's class")
     out: str = param(help="model name (saved under the user data dir) or a folder path")
     preset: str = param("tiny", "encoder size when no checkpoint is configured", choices=PRESETS)
-    head: str = param("light", "segmentation head", choices=HEADS)
+    head: str | None = param(None, "linear (the default for land cover: a logistic regression on frozen per-pixel "
+                                   "SpecAware features, fitted in seconds), light or upernet (trained for epochs; "
+                                   "light is the default for change and for a trained backbone)", choices=HEADS)
     backbone: str | None = param(None, "SpecAware checkpoint (.pth), a model bundle, or 'random'; default: the "
                                        "configured checkpoint, else random")
     backbone_mode: str = param(DEFAULTS.backbone_mode, "frozen (features cached once, fast), last-N (e.g. last-2) or "
@@ -65,6 +69,8 @@ class FinetuneRequest(SensorChoice):
     frozen_pool: int = param(DEFAULTS.frozen_pool, "augmented windows whose frozen features are computed once",
                              lo=1, hi=100000)
     layer: str | None = param(None, "layer name inside the vector file")
+    samples: str | None = param(None, "more labelled points or polygons with the same class field, e.g. the points "
+                                      "of `suggest` once labelled (points not labelled yet are skipped)", kind="vector")
     val_polygons: str | None = param(None, "independent validation layer (replaces the split)", kind="vector")
     val_fraction: float = param(0.3, "share of each class's polygons held out for validation", lo=0.0, hi=0.9)
     task: str = param("pixels", "pixels: land cover; change: --raster is the first date, --after the second, and "
@@ -79,12 +85,24 @@ class FinetuneRequest(SensorChoice):
         if (self.task == "change") != (self.after is not None):
             raise EngineError("a change model needs task 'change' and 'after' (the second date); other tasks take "
                               "one raster")
+        if self.head == "linear" and self.task == "change":
+            raise EngineError("head 'linear' classifies land cover per pixel; for task 'change' choose the light or "
+                              "upernet head")
+        if self.head == "linear" and self.backbone_mode != "frozen":
+            raise EngineError(f"backbone mode {self.backbone_mode!r} trains the encoder, which the linear head never "
+                              "does (it reads frozen features); choose the light or upernet head to train it")
         dest = destination(self.out)
         check_destination(dest, self.overwrite)
         for folder, what in ((dest.parent, "the model's folder"), (data_dir(), "the engine's data folder")):
             if writable_ancestor(folder) is None:
                 raise EngineError(f"{what} {shorten(folder)} is read-only; the model could not be saved there. "
                                   "Choose another output, or set SPECAWARE_DATA_DIR to a writable folder")
+
+    @property
+    def resolved_head(self) -> str:
+        """The head this request trains: as given, else linear for land cover on a frozen backbone, and light for
+        change or when the backbone is to be trained."""
+        return self.head or ("linear" if self.task == "pixels" and self.backbone_mode == "frozen" else "light")
 
     def replaced_folders(self) -> list[Path]:
         return [destination(self.out)]
@@ -108,8 +126,9 @@ def _file_id(path: str | None) -> str | None:
 def fingerprint(req: FinetuneRequest) -> dict:
     """What a resumed run must share with the interrupted one (settings are compared separately)."""
     return {"raster": _file_id(req.raster), "polygons": _file_id(req.polygons), "class field": req.class_field,
-            "layer": req.layer, "validation layer": _file_id(req.val_polygons), "after": _file_id(req.after),
-            "task": req.task, "preset": req.preset, "head": req.head, "backbone": req.backbone,
+            "layer": req.layer, "samples": _file_id(req.samples), "validation layer": _file_id(req.val_polygons),
+            "after": _file_id(req.after),
+            "task": req.task, "preset": req.preset, "head": req.resolved_head, "backbone": req.backbone,
             "validation share": req.val_fraction}
 
 
@@ -140,12 +159,14 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
             ds, prof = source.ds, source.profile
         progress(0.0, "rasterising the training polygons")
         labels = load_labels(ds, req.polygons, req.class_field, req.layer, req.val_polygons, req.val_fraction,
-                             train.seed, req.colors)
+                             train.seed, req.colors, req.samples)
         if req.after:
             extra["change_class"] = change_class(labels.scheme, req.polygons, req.class_field)
         torch.manual_seed(train.seed)
-        model, provenance, pretrained = init_model(req.preset, req.head, len(labels.scheme.names), req.backbone,
-                                                   task=req.task)
+        head = req.resolved_head
+        options = {"wavelength": [float(w) for w in source.wavelength]} if head == "linear" else {}
+        model, provenance, pretrained = init_model(req.preset, head, len(labels.scheme.names), req.backbone,
+                                                   task=req.task, **options)
         resume_dir = resume_folder(dest)
         if not req.resume and resume_dir.exists():
             shutil.rmtree(resume_dir)
@@ -153,10 +174,13 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
         if req.task == "cells":  # scene classification: one label per polygon, the pooled-token head
             trainer = CellTrainer(model, source, labels, train, device, **common)
             head, tile, extra = "pooled", trainer.window, {"task": "cells"}
+        elif head == "linear":  # a convex fit in seconds: nothing to resume
+            trainer = LinearFit(model, source, labels, device, train.seed, progress, cancel)
+            tile, extra = LINEAR_TILE, {**extra, "head_options": model.options()}
         else:
             trainer = PixelTrainer(model, source, labels, train, device, spec=spec, **common)
-            head, tile = req.head, train.window
-        result = trainer.run(resume=req.resume)
+            tile = train.window
+        result = trainer.run() if head == "linear" else trainer.run(resume=req.resume)
     finally:
         if work:
             shutil.rmtree(work, ignore_errors=True)
@@ -168,11 +192,12 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
                          "product's units), as in pre-training",
         "backbone": provenance, "backbone_pretrained": pretrained, "backbone_mode": train.backbone_mode,
         "training": {**train.to_dict(), "raster": str(req.raster), "polygons": str(req.polygons),
-                     "class_field": req.class_field, "validation_layer": req.val_polygons,
+                     "class_field": req.class_field, "samples": req.samples, "validation_layer": req.val_polygons,
                      "epochs_run": len(result.history), "best_epoch": result.best_epoch,
                      "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1),
                      "device": str(device), "final_batch_size": result.batch_size},
         "labels": labels.summary(), "validation": result.validation, "history": result.history,
+        "validation_split": labels.split_method(req.val_fraction, req.val_polygons), "fit": result.details,
         "engine_version": __version__, **extra,
     }
     report = finetune_report(meta)
@@ -183,8 +208,20 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
     return {"bundle": str(path), "name": dest.name, "report": str(path / "report.html"),
             "validation": result.validation, "backbone": provenance, "epochs_run": len(result.history),
             "best_epoch": result.best_epoch, "seconds": round(time.perf_counter() - t0, 1),
-            "labels": labels.summary(), "warnings": labels.notes +
+            "labels": labels.summary(), "warnings": labels.notes + ((result.validation or {}).get("warnings") or []) +
             ([] if pretrained else [f"backbone: {provenance}"])}
+
+
+def fit_sentence(meta: dict) -> str:
+    """How the head was trained, in words: epochs of the training loop, or the linear head's convex fit."""
+    t, fit = meta["training"], meta.get("fit") or {}
+    if meta["head"] != "linear":
+        return f"{t['epochs_run']} epochs run, best {t['best_epoch']}{' (stopped early)' if t['stopped_early'] else ''}"
+    refit = fit.get("refitted_with_validation_pixels", 0)
+    return (f"logistic regression (L2, C={fit.get('penalty_c')}) on {fit.get('features')} standardised per-pixel "
+            f"features, {fit.get('solver')} to convergence ({fit.get('iterations')} iterations) on "
+            f"{fit.get('train_pixels')} training pixels" +
+            (f"; validated, then refitted with the {refit} held-out pixels for the saved model" if refit else ""))
 
 
 def finetune_report(meta: dict) -> dict:
@@ -194,9 +231,8 @@ def finetune_report(meta: dict) -> dict:
                         f"patch {meta['preset_config']['patch_size']}",
              "sensor": f"{meta['profile']['name']} ({meta['profile']['sensor']}, {meta['profile']['level']})",
              "raster": meta["training"]["raster"], "polygons": meta["training"]["polygons"],
-             "epochs": f"{meta['training']['epochs_run']} run, best {meta['training']['best_epoch']}"
-                       f"{' (stopped early)' if meta['training']['stopped_early'] else ''}",
+             "training": fit_sentence(meta), "validation": meta.get("validation_split", "–"),
              "training time": f"{meta['training']['seconds']} s on {meta['training']['device']}"}
     return {"title": f"SpecAware fine-tuning: {meta['name']}", "facts": facts, "classes": meta["classes"],
             "validation": meta["validation"], "history": meta["history"], "labels": meta["labels"],
-            "warnings": meta["labels"]["notes"]}
+            "warnings": meta["labels"]["notes"] + ((meta["validation"] or {}).get("warnings") or [])}

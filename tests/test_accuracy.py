@@ -140,6 +140,8 @@ def test_linear_head_is_the_default_beats_the_majority_class_and_classifies_anot
     assert r["validation"]["intervals"]["level"] == 0.95
     report = json.loads((tmp_path / "data" / "models" / "lin" / "report.json").read_text())
     assert "held out at random" in report["facts"]["validation"] and "L-BFGS" in report["facts"]["training"]
+    html = (tmp_path / "data" / "models" / "lin" / "report.html").read_text()
+    assert "95 % confidence intervals" in html and "single validation polygon" in html
     out = call("classify", raster=str(raster), out=str(tmp_path / "map"), model="lin")
     pred = read_array(out["outputs"][0])
     kappa = score(truth, pred, ["1", "2", "3"])["kappa"]

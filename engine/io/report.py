@@ -72,7 +72,8 @@ def _accuracy_html(acc: dict, colors: dict[str, str], title: str) -> str:
     f1_ci = ci.get("f1", {})
     out = [f"<h2>{html.escape(title)}</h2>",
            f"<p>{acc['pixels']} reference pixels · OA {_fmt(acc['oa'], True)}{_ci(ci.get('oa'), True)} · "
-           f"AA {_fmt(acc['aa'], True)} · κ {_fmt(acc['kappa'])}{_ci(ci.get('kappa'))} · mIoU {_fmt(acc['miou'])}</p>"]
+           f"AA {_fmt(acc['aa'], True)} · κ {_fmt(acc['kappa'])}{_ci(ci.get('kappa'))} · "
+           f"mIoU {_fmt(acc['miou'])}</p>"]
     if ci:
         out.append(f"<p>In brackets: 95 % confidence intervals, {html.escape(ci['method'])}.</p>")
     if acc.get("near_boundary"):

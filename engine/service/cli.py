@@ -25,8 +25,9 @@ def _accuracy_line(acc: dict | None) -> str:
     if not acc:
         return "no held-out polygons, so no independent accuracy"
     ci = acc.get("intervals") or {}
-    oa_ci = f" (95 % CI {100 * ci['oa'][0]:.1f}–{100 * ci['oa'][1]:.1f} %)" if ci.get("oa", [None])[0] is not None else ""
-    kappa_ci = f" ({ci['kappa'][0]:.3f}–{ci['kappa'][1]:.3f})" if ci.get("kappa", [None])[0] is not None else ""
+    oa, kappa = ci.get("oa") or [None], ci.get("kappa") or [None]
+    oa_ci = f" (95 % CI {100 * oa[0]:.1f}–{100 * oa[1]:.1f} %)" if oa[0] is not None else ""
+    kappa_ci = f" ({kappa[0]:.3f}–{kappa[1]:.3f})" if kappa[0] is not None else ""
     return (f"OA {100 * acc['oa']:.1f} %{oa_ci}, AA {100 * acc['aa']:.1f} %, kappa {acc['kappa']:.3f}{kappa_ci}, "
             f"mIoU {acc['miou']:.3f} on {acc['pixels']} held-out pixels")
 
@@ -142,7 +143,8 @@ def print_json(r: dict) -> None:
 PRINTERS = {"info": print_info, "finetune": print_finetune, "classify": print_classify, "change": print_change,
             "classify-cells": print_cells, "adapt": print_adapt, "pretrain": print_pretrain,
             "classify-batch": print_batch, "models": print_models, "inspect-weights": print_weights,
-            "verify-golden": print_golden, "suggest": print_suggest, "make-patches": lambda r: print(f"wrote {r['manifest']} and its patches")}
+            "verify-golden": print_golden, "suggest": print_suggest,
+            "make-patches": lambda r: print(f"wrote {r['manifest']} and its patches")}
 
 
 # --- the parser, from the request classes ------------------------------------------------------------------------

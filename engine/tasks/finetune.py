@@ -59,7 +59,8 @@ class FinetuneRequest(SensorChoice):
                                        "configured checkpoint, else random")
     backbone_mode: str = param(DEFAULTS.backbone_mode, "frozen (features cached once, fast), last-N (e.g. last-2) or "
                                "full", choices=BACKBONE_MODES, pattern=r"last-\d+")
-    epochs: int = param(DEFAULTS.epochs, "training epochs", lo=1, hi=1000)
+    epochs: int = param(DEFAULTS.epochs, "training epochs of the light and upernet heads (the linear head is fitted "
+                                         "to convergence)", lo=1, hi=1000)
     seed: int = param(DEFAULTS.seed, "random seed", lo=0, hi=2**31 - 1)
     window: int | None = param(None, "training window in px, a multiple of the patch size (default 64; cells 32)",
                                lo=8, hi=1024)
@@ -127,9 +128,8 @@ def fingerprint(req: FinetuneRequest) -> dict:
     """What a resumed run must share with the interrupted one (settings are compared separately)."""
     return {"raster": _file_id(req.raster), "polygons": _file_id(req.polygons), "class field": req.class_field,
             "layer": req.layer, "samples": _file_id(req.samples), "validation layer": _file_id(req.val_polygons),
-            "after": _file_id(req.after),
-            "task": req.task, "preset": req.preset, "head": req.resolved_head, "backbone": req.backbone,
-            "validation share": req.val_fraction}
+            "after": _file_id(req.after), "task": req.task, "preset": req.preset, "head": req.resolved_head,
+            "backbone": req.backbone, "validation share": req.val_fraction}
 
 
 def resume_folder(dest: Path) -> Path:

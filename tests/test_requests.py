@@ -151,9 +151,10 @@ def test_the_plugins_job_chains_validate_against_the_requests(files):
     train = {"raster": files["raster"], "polygons": files["polygons"], "layer": None, "class_field": "class",
              "out": "m", "preset": "tiny", "head": "light", "epochs": 3, "backbone_mode": "frozen",
              "val_fraction": 0.3, "lr": 1e-3, "windows_per_epoch": 64, "seed": 0, "val_polygons": None,
-             "colors": {"water": "#0000ff"}, "profile": None}
+             "samples": files["polygons"], "colors": {"water": "#0000ff"}, "profile": None}
     chains = [workflows.classify(files["raster"], str(d / "o"), clusters=4),
               workflows.finetune(train, d / "weights", adapt_minutes=0.5, list_models=True),
+              workflows.suggest(files["raster"], "m", 20, str(d / "next.gpkg")),
               workflows.change(files["raster"], files["raster"], str(d / "c"), threshold=0.5, min_area=10),
               workflows.change(files["raster"], files["raster"], str(d / "c2"),
                                samples={"polygons": files["polygons"], "layer": None, "class_field": "class",

@@ -143,21 +143,19 @@ class TrainSection(QgsCollapsibleGroupBox):
         self.say(f"Model {trained['name']} trained{score}", Qgis.Success, trained.get("report"))
 
     def suggest(self) -> EngineTask | None:
-        """Ask the engine where the model named above hesitates most; the points come back as an editable layer."""
+        """Ask the engine where the model named above hesitates most (away from what it was trained on); the points
+        come back as an editable layer."""
         try:
             raster = self.raster.ready_path("raster to suggest points on")
             model = self.name_edit.text().strip()
             if not model:
                 raise InputError("no model name: type the name of the model to suggest points with")
-            poly = self.polygons_box.currentLayer()
-            labelled = inputs.vector_source(poly, "training layer")[0] if poly is not None else None
             folder = inputs.run_folder(settings.output_dir(), "suggest", self.raster.layer_name())
         except InputError as e:
             self.say(str(e), Qgis.Warning)
             return None
         out = str(folder / "suggestions.gpkg")
-        steps = workflows.suggest(raster, model, self.suggest_spin.value(), out, labelled,
-                                  self.raster.profile.param())
+        steps = workflows.suggest(raster, model, self.suggest_spin.value(), out, profile=self.raster.profile.param())
         return self.queue.start(f"SpecAware: suggest where to label ({model})", steps, self._suggested, folder=folder)
 
     def _suggested(self, task: EngineTask) -> None:

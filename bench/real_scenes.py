@@ -177,6 +177,13 @@ def verdict(summary: list[dict]) -> list[str]:
     return lines
 
 
+def save(path, rows, summary, lines, seconds, adaptation, arms) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps({"rows": rows, "table": summary, "verdict": lines, "seconds": seconds,
+                                       "adaptation": adaptation, "arms": sorted(arms)}, indent=1, default=str))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", nargs="+", default=list(SCENES), choices=SCENES)
@@ -228,16 +235,14 @@ def main() -> int:
                     print(f"  K={k} seed {seed}: " + ", ".join(f"{arm} κ {m['kappa']:.3f}" for arm, m in res.items()),
                           flush=True)
             print(f"  scene total {time.perf_counter() - t0:.0f} s", flush=True)
+            save(args.out, rows, [], [], seconds, adaptation, arms)  # what is done so far
     summary = table(rows, args.scenes, args.k)
     lines = verdict(summary)
     print("\n" + "\n".join(lines))
     print("\nseconds per scene and arm (all K and seeds): " +
           ", ".join(f"{k}: {v:.0f}" for k, v in seconds.items()))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps({"rows": rows, "table": summary, "verdict": lines, "seconds": seconds,
-                                       "adaptation": adaptation, "arms": sorted(arms)}, indent=1, default=str))
-    print(f"wrote {out}")
+    save(args.out, rows, summary, lines, seconds, adaptation, arms)
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -208,8 +208,9 @@ def test_supervised_change_model_from_polygons(tmp_path):
     a, _ = labelled_raster(tmp_path / "a.tif")
     b = changed_copy(tmp_path / "b.tif", a)  # rows/cols 8–24 change
     rect_ = lambda x0, y0, x1, y1: [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]  # noqa: E731
-    shapes = [("change", rect_(10, 10, 14, 22)), ("change", rect_(18, 10, 22, 22)), ("change", rect_(10, 17, 22, 22)),
-              ("no change", rect_(30, 2, 46, 8)), ("no change", rect_(2, 30, 20, 46)), ("no change", rect_(30, 30, 46, 46))]
+    shapes = [("change", rect_(10, 10, 14, 22)), ("change", rect_(18, 10, 22, 22)),
+              ("change", rect_(10, 17, 22, 22)), ("no change", rect_(30, 2, 46, 8)),
+              ("no change", rect_(2, 30, 20, 46)), ("no change", rect_(30, 30, 46, 46))]
     polygons = write_polygons(tmp_path / "c.gpkg", shapes)
     r = finetune(str(a), str(polygons), "class", "chg", task="change", after=str(b),
                  **FAST)

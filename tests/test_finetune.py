@@ -23,7 +23,7 @@ from engine.service.jobs import call
 from scenes import NORTH_UP, labelled_raster, read_array, rect, stripe_polygons, write_polygons
 from test_engine_io import ROTATED_GT, WL20
 
-FAST = dict(epochs=3, window=32, batch_size=4, windows_per_epoch=32, frozen_pool=16, lr=3e-3)
+FAST = dict(epochs=3, window=32, batch_size=4, windows_per_epoch=32, frozen_pool=16, lr=3e-3, head="light")
 
 
 def finetune(raster, polygons, class_field, out, progress=None, cancel=None, **params):
@@ -302,7 +302,8 @@ def test_cli_finetune_classify_and_models(scene, tmp_path, engine_env):
                               capture_output=True, text=True, timeout=300)
 
     r = cli("finetune", "--raster", raster, "--polygons", polygons, "--class-field", "class", "--out", "cli",
-            "--epochs", 2, "--window", 32, "--batch-size", 4, "--frozen-pool", 32, "--device", "cpu")
+            "--epochs", 2, "--window", 32, "--batch-size", 4, "--frozen-pool", 32, "--head", "light",
+            "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert "model cli saved in" in r.stdout and "OA" in r.stdout and "epoch 2/2" in r.stderr
     r = cli("classify", "--raster", raster, "--model", "cli", "--out", tmp_path / "out", "--json")

@@ -8,7 +8,7 @@ import pytest
 from engine.core.errors import EngineError
 from engine.core.vocabulary import HEADS, PRESETS, TASKS
 from engine.model.config import PRESETS as MODEL_PRESETS
-from engine.model.segmenter import build_segmenter
+from engine.model.linear import build_model
 from engine.service import cli
 from engine.service.jobs import JOBS, parse
 from scenes import labelled_raster, stripe_polygons, write_polygons
@@ -43,6 +43,7 @@ def valid_params(job: str, f: dict) -> dict:
         "verify-golden": {"files": [f["polygons"]]},
         "diagnostics": {},
         "validate": {"name": "info", "params": {"raster": f["raster"]}},
+        "suggest": {"raster": f["raster"], "model": "m", "out": str(d / "next.gpkg")},
     }[job]
 
 
@@ -116,7 +117,7 @@ def test_unknown_missing_and_mistyped_parameters(files):
         parse("finetune", {**base, "epoch": 3})
     with pytest.raises(EngineError, match="needs the parameter 'class_field'"):
         parse("finetune", {k: v for k, v in base.items() if k != "class_field"})
-    with pytest.raises(EngineError, match="head 'unet' is not allowed: give one of light, upernet"):
+    with pytest.raises(EngineError, match="head 'unet' is not allowed: give one of linear, light, upernet"):
         parse("finetune", {**base, "head": "unet"})
     assert parse("finetune", {**base, "backbone_mode": "last-3"}).backbone_mode == "last-3"
     with pytest.raises(EngineError, match="must be a JSON object"):
@@ -139,9 +140,9 @@ def test_vocabulary_agrees_with_the_model():
     cfg = MODEL_PRESETS["tiny"]
     from engine.model.config import SpecAwareConfig
     for head in HEADS:
-        build_segmenter(SpecAwareConfig(**cfg), head, 3)
+        build_model(SpecAwareConfig(**cfg), head, 3)
     for task in TASKS:
-        build_segmenter(SpecAwareConfig(**cfg), "light", 2, task)
+        build_model(SpecAwareConfig(**cfg), "light", 2, task)
 
 
 def test_the_plugins_job_chains_validate_against_the_requests(files):
@@ -150,9 +151,10 @@ def test_the_plugins_job_chains_validate_against_the_requests(files):
     train = {"raster": files["raster"], "polygons": files["polygons"], "layer": None, "class_field": "class",
              "out": "m", "preset": "tiny", "head": "light", "epochs": 3, "backbone_mode": "frozen",
              "val_fraction": 0.3, "lr": 1e-3, "windows_per_epoch": 64, "seed": 0, "val_polygons": None,
-             "colors": {"water": "#0000ff"}, "profile": None}
+             "samples": files["polygons"], "colors": {"water": "#0000ff"}, "profile": None}
     chains = [workflows.classify(files["raster"], str(d / "o"), clusters=4),
               workflows.finetune(train, d / "weights", adapt_minutes=0.5, list_models=True),
+              workflows.suggest(files["raster"], "m", 20, str(d / "next.gpkg")),
               workflows.change(files["raster"], files["raster"], str(d / "c"), threshold=0.5, min_area=10),
               workflows.change(files["raster"], files["raster"], str(d / "c2"),
                                samples={"polygons": files["polygons"], "layer": None, "class_field": "class",

@@ -116,7 +116,7 @@ def test_finetune_then_classify_in_the_worker_and_cancel_leaves_no_bundle(worker
     raster, truth = labelled_raster(tmp_path / "s.tif")
     polygons = write_polygons(tmp_path / "p.gpkg", stripe_polygons())
     params = {"raster": str(raster), "polygons": str(polygons), "class_field": "class", "epochs": 3, "window": 32,
-              "batch_size": 4, "windows_per_epoch": 32, "frozen_pool": 16, "lr": 3e-3}
+              "batch_size": 4, "windows_per_epoch": 32, "frozen_pool": 16, "lr": 3e-3, "head": "light"}
     worker.send({"id": "t1", "job": "finetune", "params": {**params, "out": "m"}})
     events = worker.until_done("t1")
     assert events[-1]["event"] == "result", events[-1]

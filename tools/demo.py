@@ -55,7 +55,8 @@ def _styled_project(out: Path, scene, bundle_meta: dict, classified: Path) -> Pa
                   layers.class_layer(classified / "classes.tif", names, colors, "SpecAware classes"),
                   layers.polygon_layer(scene.polygons, "class", names, colors)]:
         project.addMapLayer(layer)
-    project.layerTreeRoot().findLayer(project.mapLayersByName("known classes (truth)")[0]).setItemVisibilityChecked(False)
+    truth = project.mapLayersByName("known classes (truth)")[0]
+    project.layerTreeRoot().findLayer(truth).setItemVisibilityChecked(False)
     path = out / "demo.qgz"
     if not project.write(str(path)):
         raise RuntimeError(f"QGIS could not write {path}")

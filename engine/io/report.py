@@ -12,6 +12,14 @@ def _fmt(v, pct=False) -> str:
     return f"{100 * v:.1f} %" if pct else (f"{v:.3f}" if isinstance(v, float) else html.escape(str(v)))
 
 
+def _ci(pair, pct=False) -> str:
+    """A 95 % interval as "(lo–hi)", or "" when there is none."""
+    if not pair or pair[0] is None:
+        return ""
+    lo, hi = (f"{100 * v:.1f}" for v in pair) if pct else (f"{v:.3f}" for v in pair)
+    return f" ({lo}–{hi}{' %' if pct else ''})"
+
+
 def _curve_svg(history: list[dict], width=560, height=220) -> str:
     """Training loss and validation mIoU per epoch, each scaled to the plot height."""
     if not history:
@@ -60,13 +68,24 @@ def _bars_svg(per_class: dict, colors: dict[str, str], key="f1", width=560) -> s
 def _accuracy_html(acc: dict, colors: dict[str, str], title: str) -> str:
     names = acc["confusion"]["classes"]
     cm = acc["confusion"]["matrix"]
+    ci = acc.get("intervals") or {}
+    f1_ci = ci.get("f1", {})
     out = [f"<h2>{html.escape(title)}</h2>",
-           f"<p>{acc['pixels']} reference pixels · OA {_fmt(acc['oa'], True)} · AA {_fmt(acc['aa'], True)} · "
-           f"κ {_fmt(acc['kappa'])} · mIoU {_fmt(acc['miou'])}</p>",
-           "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>IoU</th><th>pixels</th></tr>"]
+           f"<p>{acc['pixels']} reference pixels · OA {_fmt(acc['oa'], True)}{_ci(ci.get('oa'), True)} · "
+           f"AA {_fmt(acc['aa'], True)} · κ {_fmt(acc['kappa'])}{_ci(ci.get('kappa'))} · "
+           f"mIoU {_fmt(acc['miou'])}</p>"]
+    if ci:
+        out.append(f"<p>In brackets: 95 % confidence intervals, {html.escape(ci['method'])}.</p>")
+    if acc.get("near_boundary"):
+        nb = acc["near_boundary"]
+        out.append(f"<p>{100 * nb['validation']:.0f} % of these pixels lie within 2 px of a class boundary of the "
+                   f"map, against {100 * nb['map']:.0f} % of all mapped pixels.</p>")
+    out.append("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>F1 95 % CI</th><th>IoU</th>"
+               "<th>pixels</th></tr>")
     for name, m in acc["per_class"].items():
         out.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(m['precision'])}</td><td>{_fmt(m['recall'])}</td>"
-                   f"<td>{_fmt(m['f1'])}</td><td>{_fmt(m['iou'])}</td><td>{m['reference_pixels']}</td></tr>")
+                   f"<td>{_fmt(m['f1'])}</td><td>{_ci(f1_ci.get(name)).strip(' ()') or '–'}</td>"
+                   f"<td>{_fmt(m['iou'])}</td><td>{m['reference_pixels']}</td></tr>")
     out.append("</table><h3>Per-class F1</h3>" + _bars_svg(acc["per_class"], colors))
     out.append("<h3>Confusion matrix (rows: reference, columns: predicted)</h3><table><tr><th></th>" +
                "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>")
@@ -74,6 +93,24 @@ def _accuracy_html(acc: dict, colors: dict[str, str], title: str) -> str:
         total = sum(row) or 1
         cells = "".join(f'<td style="background:rgba(78,121,167,{v / total:.2f})">{v}</td>' for v in row)
         out.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    return "".join(out) + "</table>"
+
+
+def _areas_html(est: dict, colors: dict[str, str]) -> str:
+    """Error-adjusted areas with their 95 % intervals, user's and producer's accuracy (Olofsson et al. 2014)."""
+    unit = est["unit"]
+    oa = est["overall_accuracy"]
+    out = [f"<h2>Error-adjusted class areas</h2><p>{html.escape(est['method'])}, from {est['sample_pixels']} "
+           f"validation pixels. Overall accuracy {_fmt(oa['estimate'], True)}{_ci(oa['ci95'], True)}.</p>",
+           f"<table><tr><th>class</th><th>mapped {unit}</th><th>adjusted {unit}</th><th>95 % CI</th>"
+           "<th>user's accuracy</th><th>producer's accuracy</th><th>sample px</th></tr>"]
+    for name, c in est["classes"].items():
+        ua, pa = c["users_accuracy"], c["producers_accuracy"]
+        out.append(f'<tr><td><span style="color:{colors.get(name, "#888")}">■</span> {html.escape(name)}</td>'
+                   f"<td>{_fmt(c['mapped'])}</td><td>{_fmt(c['adjusted'])}</td>"
+                   f"<td>{_fmt(c['ci95'][0])}–{_fmt(c['ci95'][1])}</td>"
+                   f"<td>{_fmt(ua['estimate'], True)}{_ci(ua['ci95'], True)}</td>"
+                   f"<td>{_fmt(pa['estimate'], True)}{_ci(pa['ci95'], True)}</td><td>{c['sample_pixels']}</td></tr>")
     return "".join(out) + "</table>"
 
 
@@ -90,9 +127,12 @@ def render_html(report: dict) -> str:
     for w in report.get("warnings", []):
         body.append(f'<p class="warn">⚠ {html.escape(w)}</p>')
     if report.get("validation"):
-        body.append(_accuracy_html(report["validation"], colors, "Accuracy on held-out polygons"))
+        body.append(_accuracy_html(report["validation"], colors, report.get("validation_title",
+                                                                            "Accuracy on held-out polygons")))
     elif "validation" in report:
         body.append("<p>No polygons were held out, so there is no independent accuracy.</p>")
+    if report.get("adjusted_areas"):
+        body.append(_areas_html(report["adjusted_areas"], colors))
     if report.get("history"):
         body.append("<h2>Training curve</h2>" + _curve_svg(report["history"]))
     if report.get("areas_ha"):

@@ -19,6 +19,7 @@ import numpy as np
 from ..core.errors import EngineError, SpecAwareWarning, shorten
 from ..core.paths import config_dir
 from ..core.vocabulary import LEVEL_MAX, LEVELS, RESOURCES, SENSORS, WAVELENGTH_MAX_NM, WAVELENGTH_MIN_NM
+from .band_metadata import read_spectral_metadata
 from .datasets import open_raster
 
 BUILTIN_DIR = RESOURCES / "sensors"
@@ -29,6 +30,16 @@ SENSOR_FROM_NAME = [  # (pattern anywhere in the file name, sensor key)
     (re.compile(r"AV3\d{8}t\d{6}|^AV3", re.I), "av3"),
 ]
 LEVEL_FROM_NAME = [(re.compile(r"rdn|radiance", re.I), "L1"), (re.compile(r"rfl|corr|refl", re.I), "L2")]
+SENSOR_FROM_HEADER = [  # (pattern in an ENVI header's `sensor type`, sensor key); the first that matches wins
+    (re.compile(r"aviris[-_ ]?ng|\bang\b", re.I), "avng"),
+    (re.compile(r"aviris[-_ ]?3|\bav3\b", re.I), "av3"),
+    (re.compile(r"aviris", re.I), "avc"),
+]
+NO_SENSOR_NAMES = {"", "unknown", "none", "n/a", "other", "others"}
+SUBSET_TOLERANCE = 0.6  # a subset's band lies within this share of the built-in's band spacing of its band
+SUBSET_MIN_SHARE = 0.5  # a subset keeps at least half of the built-in's bands
+SUBSET_MATCHED = 0.98  # and at least this share of its own bands match (band-edge calibration may drift)
+SUBSET_SHARED = 0.05  # bands whose nearest built-in band is taken already (overlapping spectrometers)
 NODATA_DEFAULT = -9999.0
 
 
@@ -47,6 +58,7 @@ class SensorProfile:
     scale: float = 1.0
     nodata: float | None = None
     source: str = "custom"
+    sensor_reason: str = ""  # how the sensor was decided, in words (for `info` and reports)
 
     @property
     def n_bands(self) -> int:
@@ -165,79 +177,6 @@ def load_profile(name_or_path: str) -> SensorProfile:
     raise EngineError(f"no sensor profile {name_or_path!r}: use one of {', '.join(profiles)} or a JSON file")
 
 
-def _parse_list(text: str | None) -> list[float] | None:
-    if not text:
-        return None
-    vals = [v for v in re.split(r"[{},\s]+", text) if v]
-    try:
-        return [float(v) for v in vals]
-    except ValueError:
-        return None
-
-
-def _to_nm(values: list[float], units: str | None) -> list[float]:
-    u = (units or "").strip().lower()
-    if u in ("micrometers", "micrometer", "micrometres", "micrometre", "microns", "micron", "um", "µm", "μm"):
-        factor = 1000.0
-    elif u in ("nanometers", "nanometer", "nanometres", "nanometre", "nm"):
-        factor = 1.0
-    elif u in ("millimeters", "mm"):
-        factor = 1e6
-    else:  # unknown or missing units: decide by magnitude (no sensor of interest has bands above 100 µm)
-        factor = 1000.0 if max(values) < 100 else 1.0
-    return [v * factor for v in values]
-
-
-def _band_items(ds, key: str) -> list[str] | None:
-    """A per-band metadata item (any case, default or ENVI domain) from every band, or None."""
-    out = []
-    for b in range(1, ds.RasterCount + 1):
-        band = ds.GetRasterBand(b)
-        md = {**{k.lower(): v for k, v in (band.GetMetadata("ENVI") or {}).items()},
-              **{k.lower(): v for k, v in (band.GetMetadata() or {}).items()}}
-        val = md.get(key)
-        if val is None and key == "wavelength":
-            val = next((v for k, v in md.items() if k.startswith("netcdf_dim_wavelength")), None)
-        if val is None:
-            return None
-        out.append(val)
-    return out
-
-
-def read_spectral_metadata(ds) -> dict:
-    """Wavelengths and FWHM in nm (or None), bad-band list, ignore value and scale factor from GDAL metadata."""
-    envi = {k.lower(): v for k, v in (ds.GetMetadata("ENVI") or {}).items()}
-    units = envi.get("wavelength_units")
-    wl = _parse_list(envi.get("wavelength"))
-    fwhm = _parse_list(envi.get("fwhm"))
-    if wl is None:
-        items = _band_items(ds, "wavelength")
-        if items is not None:
-            wl = [float(re.findall(r"[-+0-9.eE]+", v)[0]) for v in items]
-            unit_items = _band_items(ds, "wavelength_units")
-            units = unit_items[0] if unit_items else (ds.GetMetadataItem("wavelength#units") or units)  # NetCDF
-            fw_items = _band_items(ds, "fwhm")
-            fwhm = [float(v) for v in fw_items] if fw_items else fwhm
-    meta_count = len(wl) if wl is not None else None
-    if wl is not None and len(wl) != ds.RasterCount:
-        wl = None
-    if fwhm is not None and (wl is None or len(fwhm) != len(wl)):
-        fwhm = None
-    meta = {"wavelength_nm": _to_nm(wl, units) if wl else None,
-            "fwhm_nm": _to_nm(fwhm, units) if fwhm and wl else None, "wavelength_count": meta_count}
-    if meta["fwhm_nm"] and wl and max(fwhm) < 1 < max(wl):  # FWHM in µm next to wavelengths in nm
-        meta["fwhm_nm"] = [f * 1000 for f in fwhm]
-    bbl = _parse_list(envi.get("bbl"))
-    meta["bad_bands"] = [i for i, v in enumerate(bbl) if v == 0] if bbl and len(bbl) == ds.RasterCount else []
-    ignore = _parse_list(envi.get("data_ignore_value"))
-    band_nd = ds.GetRasterBand(1).GetNoDataValue() if ds.RasterCount else None
-    meta["nodata"] = ignore[0] if ignore else band_nd
-    factor = _parse_list(envi.get("reflectance_scale_factor"))
-    meta["scale"] = 1.0 / factor[0] if factor and factor[0] not in (0, 1) else None
-    meta["sensor_type"] = envi.get("sensor_type")
-    return meta
-
-
 def sensor_from_name(path: str | Path) -> str | None:
     name = Path(path).name
     return next((s for rx, s in SENSOR_FROM_NAME if rx.search(name)), None)
@@ -256,6 +195,38 @@ def match_builtin(n_bands: int, wavelength_nm: list[float] | None) -> tuple[str,
         if wavelength_nm is None or np.max(np.abs(np.subtract(prof.wavelength_nm, wavelength_nm))) < 5.0:
             return key, prof
     return None
+
+
+def subset_of_builtin(wavelength_nm: list[float]) -> tuple[SensorProfile, np.ndarray, float] | None:
+    """(built-in, its nearest band for each of ours, largest difference nm) when our band table is a subset of a
+    built-in sensor's: research scenes drop the water-vapour and noisy bands (AVIRIS-Classic 224 → 200), often
+    from another year's calibration. The table must keep half the built-in's bands or more, with the same band
+    spacing (±5 %), and nearly every band within 0.6 spacings of a band of its own."""
+    wl = np.asarray(wavelength_nm, dtype=np.float64)
+    best = None
+    for prof in builtin_profiles().values():
+        ref = np.asarray(prof.wavelength_nm, dtype=np.float64)
+        if not SUBSET_MIN_SHARE * len(ref) <= len(wl) <= len(ref):
+            continue
+        spacing = float(np.median(np.abs(np.diff(np.sort(ref)))))
+        steps = np.diff(np.sort(wl))
+        own_spacing = float(np.median(steps[steps < 1.5 * spacing])) if (steps < 1.5 * spacing).any() else 0.0
+        nearest = np.abs(wl[:, None] - ref[None, :]).argmin(axis=1)
+        gap = np.abs(wl - ref[nearest])
+        ok = gap <= SUBSET_TOLERANCE * spacing
+        shared = len(nearest) - len(np.unique(nearest))
+        if (abs(own_spacing / spacing - 1) <= 0.05 and ok.mean() >= SUBSET_MATCHED and
+                shared <= SUBSET_SHARED * len(wl) and (best is None or gap[ok].mean() < best[3])):
+            best = (prof, nearest, float(gap[ok].max()), float(gap[ok].mean()))
+    return best[:3] if best else None
+
+
+def sensor_from_header(sensor_type: str | None) -> tuple[str | None, bool]:
+    """(sensor key, named?) from an ENVI header's `sensor type`: named is True when it names any sensor, so a
+    header that says "Hyperion" keeps its data from being taken for an AVIRIS subset."""
+    text = (sensor_type or "").strip()
+    key = next((k for rx, k in SENSOR_FROM_HEADER if rx.search(text)), None)
+    return key, key is not None or text.lower() not in NO_SENSOR_NAMES
 
 
 def gsd_from_geotransform(gt) -> float | None:
@@ -298,30 +269,13 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
     n = ds.RasterCount
     meta = read_spectral_metadata(ds)
     chosen = load_profile(profile) if isinstance(profile, str) else profile
-    name_sensor = sensor or sensor_from_name(path)
     if chosen is not None:
         if chosen.n_bands != n:
             raise EngineError(f"{shorten(path)} has {n} bands but sensor profile {chosen.name!r} has {chosen.n_bands}; "
                               "choose a profile with the same number of bands")
         prof = SensorProfile.from_dict(chosen.to_dict())
     elif meta["wavelength_nm"] is not None:
-        match = match_builtin(n, meta["wavelength_nm"])
-        key = name_sensor or (match[1].sensor if match else None)
-        base = next((p for p in builtin_profiles().values() if p.sensor == key), None)
-        fwhm = meta["fwhm_nm"]
-        if fwhm is None:
-            if match:
-                fwhm = match[1].fwhm_nm
-            else:
-                wl = np.asarray(meta["wavelength_nm"])
-                fwhm = list(np.gradient(wl)) if n > 1 else [10.0]
-                warnings.warn(f"{Path(path).name}: no FWHM in the metadata; using the band spacing instead",
-                              SpecAwareWarning, stacklevel=2)
-        prof = SensorProfile(name=base.name if base else (meta.get("sensor_type") or "other sensor"),
-                             sensor=key or "others", level=None, wavelength_nm=meta["wavelength_nm"],
-                             fwhm_nm=list(map(float, fwhm)), bad_bands=meta["bad_bands"],
-                             bad_windows_nm=base.bad_windows_nm if base else [], gsd=base.gsd if base else None,
-                             source="raster metadata")
+        prof = _profile_from_metadata(path, n, meta, sensor or sensor_from_name(path), bool(sensor))
     else:
         fits = [f"{k} ({p.name})" for k, p in all_profiles().items() if p.n_bands == n]
         hint = (f"profiles with {n} bands: {', '.join(fits)}" if fits else
@@ -332,6 +286,9 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
         raise EngineError(f"{shorten(path)} has no wavelength metadata ({n} bands); choose a sensor profile: {hint}")
     if sensor:
         prof.sensor = sensor
+        prof.sensor_reason = f"chosen: sensor {sensor!r} was given"
+    elif chosen is not None:
+        prof.sensor_reason = f"from the chosen sensor profile {chosen.name!r}"
     if meta["nodata"] is not None:
         prof.nodata = meta["nodata"]
     if meta["scale"]:
@@ -345,6 +302,46 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
         _decide_level_and_scale(prof, p99, integer, bool(meta["scale"]))
     prof.validate(shorten(path))
     return prof
+
+
+def _profile_from_metadata(path, n: int, meta: dict, named: str | None, given: bool) -> SensorProfile:
+    """A profile from the raster's own band table; the sensor from the option or file name, else the header's
+    sensor type, else a built-in whose band table this is (whole or a subset), else 'others'."""
+    wl = meta["wavelength_nm"]
+    header_key, header_named = sensor_from_header(meta.get("sensor_type"))
+    match = match_builtin(n, wl)
+    subset = None if match or header_named else subset_of_builtin(wl)
+    base_prof = match[1] if match else (subset[0] if subset else None)
+    if named:
+        key = named
+        reason = "chosen: sensor was given" if given else f"the file name {Path(path).name!r} follows {key}'s pattern"
+    elif header_named:
+        key = header_key or "others"
+        reason = f"the header's sensor type {meta['sensor_type']!r}" + ("" if header_key else
+                                                                         " (not a built-in sensor)")
+    elif match:
+        key, reason = match[1].sensor, f"its {n}-band table is the built-in {match[1].name} table (within 5 nm)"
+    elif subset:
+        key = subset[0].sensor
+        reason = (f"its {n} bands are a subset of the built-in {subset[0].name} table's {subset[0].n_bands} "
+                  f"(each within {subset[2]:.1f} nm of one of them)")
+    else:
+        key, reason = None, f"no built-in sensor has this {n}-band table, whole or as a subset, and the header " \
+                            "names none"
+    base = next((p for p in builtin_profiles().values() if p.sensor == key), None)
+    fwhm = meta["fwhm_nm"]
+    if fwhm is None:
+        if base_prof is not None:
+            idx = subset[1] if subset else np.arange(n)
+            fwhm = list(np.asarray(base_prof.fwhm_nm)[idx])
+        else:
+            fwhm = list(np.gradient(np.asarray(wl))) if n > 1 else [10.0]
+            warnings.warn(f"{Path(path).name}: no FWHM in the metadata; using the band spacing instead",
+                          SpecAwareWarning, stacklevel=3)
+    return SensorProfile(name=base.name if base else (meta.get("sensor_type") or "other sensor"),
+                         sensor=key or "others", level=None, wavelength_nm=wl, fwhm_nm=list(map(float, fwhm)),
+                         bad_bands=meta["bad_bands"], bad_windows_nm=base.bad_windows_nm if base else [],
+                         gsd=base.gsd if base else None, source="raster metadata", sensor_reason=reason)
 
 
 def warn_dropped(profile: SensorProfile, path) -> None:

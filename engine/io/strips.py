@@ -140,8 +140,8 @@ class LineReader:
         except OSError as e:
             raise EngineError(f"cannot read lines {y}–{y + h} of {shorten(self.path)} ({e.strerror or e})") from e
         if n != len(data):
-            raise EngineError(f"cannot read lines {y}–{y + h} of {shorten(self.path)}: the file ends {len(data) - n} bytes "
-                              "early; it may be truncated or still being copied")
+            raise EngineError(f"cannot read lines {y}–{y + h} of {shorten(self.path)}: the file ends "
+                              f"{len(data) - n} bytes early; it may be truncated or still being copied")
 
     def strip(self, y: int, h: int, bands: list[int], nodata: set[float], scale: float,
               reuse: Strip | None = None, pool: Executor | None = None) -> Strip:

@@ -52,10 +52,12 @@ def spatial_ref(wkt_or_srs) -> osr.SpatialReference | None:
     return srs
 
 
-def read_features(path, class_field: str | None, raster_ds, layer: str | None = None) -> tuple[list, list[str]]:
+def read_features(path, class_field: str | None, raster_ds, layer: str | None = None,
+                  skip_unlabelled: bool = False) -> tuple[list, list[str]]:
     """[(class value, geometry in the raster's CRS)] for features over the raster, and notes on what was fixed.
 
-    Without a class field the value is the feature's FID (zones, parcels).
+    Without a class field the value is the feature's FID (zones, parcels). With `skip_unlabelled`, features with
+    no class yet (suggested points the analyst has not labelled) are skipped instead of refused.
     """
     ds, lyr = open_layer(path, layer)
     if lyr.GetFeatureCount() == 0:
@@ -73,11 +75,15 @@ def read_features(path, class_field: str | None, raster_ds, layer: str | None = 
     if src_srs is not None and dst_srs is not None and not src_srs.IsSame(dst_srs):
         transform = osr.CoordinateTransformation(src_srs, dst_srs)
     footprint = raster_footprint(raster_ds)
-    out, repaired, outside, empty = [], [], [], []
+    out, repaired, outside, empty, unlabelled = [], [], [], [], []
     for feat in lyr:
         fid = feat.GetFID()
         if class_field is None:
             value = fid
+        elif skip_unlabelled and (not feat.IsFieldSetAndNotNull(class_field) or
+                                  not feat.GetFieldAsString(class_field).strip()):
+            unlabelled.append(fid)
+            continue
         elif not feat.IsFieldSetAndNotNull(class_field):
             raise EngineError(f"{shorten(path)}: feature {fid} has no value in the class field {class_field!r}; "
                               "fill it in "
@@ -112,6 +118,11 @@ def read_features(path, class_field: str | None, raster_ds, layer: str | None = 
         notes.append(f"skipped {len(outside)} feature(s) outside the raster: {outside[:10]}")
     if empty:
         notes.append(f"skipped {len(empty)} feature(s) without geometry: {empty[:10]}")
+    if unlabelled:
+        notes.append(f"skipped {len(unlabelled)} feature(s) of {shorten(path)} not labelled yet (no value in "
+                     f"{class_field!r})")
+    if not out and skip_unlabelled and unlabelled and not (outside or empty):
+        return out, notes
     if not out:
         raise EngineError(f"none of the {len(outside) + len(empty)} features of {shorten(path)} lies over the raster "
                           f"{shorten(raster_ds.GetDescription())}; check that both cover the same area (CRS of the "

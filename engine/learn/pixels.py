@@ -14,7 +14,7 @@ from ..core.errors import EngineError
 from ..io.raster import RasterSource
 from ..io.tiling import TileGrid
 from ..model.segmenter import Features, Segmenter, SpectralInput
-from .metrics import score
+from .metrics import boundary_shares, honest_accuracy, score
 from .samples import LabelSet, WindowSampler
 from .trainer import Trainer
 
@@ -154,14 +154,17 @@ class PixelTrainer(Trainer):
             logits = self.model(x, self.spec)
         return logits[0].float().argmax(0).cpu().numpy() + 1, valid
 
-    def evaluate(self) -> dict | None:
-        """Scores on the held-out polygons' pixels, or None when nothing is held out."""
+    def evaluate(self, final: bool = False) -> dict | None:
+        """Scores on the held-out polygons' pixels, or None when nothing is held out; the final one with 95 %
+        intervals (polygons as units) and whether the held-out pixels sample the map's class boundaries."""
         if not self.val_tiles:
             return None
         self.model.eval()
         T = self.cfg.window
-        truth, pred = [], []
+        truth, pred, units = [], [], []
+        unit_map = self.labels.val_units() if final else None
         seen = np.zeros(self.labels.val.shape, bool)  # the last row and column of tiles overlap the previous
+        class_map = np.zeros(self.labels.val.shape, np.uint16)  # the predicted map around the held-out pixels
         for x0, y0 in self.val_tiles:
             p, valid = self.predict_tile(x0, y0)
             t = window_labels(self.labels.val, x0, y0, T, valid) + 1
@@ -169,7 +172,16 @@ class PixelTrainer(Trainer):
             fresh = np.zeros((T, T), bool)
             fresh[:h, :w] = ~seen[y0:y0 + T, x0:x0 + T]
             seen[y0:y0 + T, x0:x0 + T] = True
+            class_map[y0:y0 + h, x0:x0 + w] = np.where(valid, p, 0)[:h, :w]
             keep = (t > 0) & fresh
             truth.append(t[keep])
             pred.append(p[keep])
-        return score(np.concatenate(truth), np.concatenate(pred), self.labels.scheme.names)
+            if final:
+                u = np.zeros((T, T), np.int64)
+                u[:h, :w] = unit_map[y0:y0 + h, x0:x0 + w]
+                units.append(u[keep])
+        names = self.labels.scheme.names
+        if not final:
+            return score(np.concatenate(truth), np.concatenate(pred), names)
+        return honest_accuracy(np.concatenate(truth), np.concatenate(pred), names, np.concatenate(units),
+                               boundary_shares(class_map, self.labels.val > 0), seed=self.cfg.seed)

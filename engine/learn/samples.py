@@ -68,6 +68,23 @@ class LabelSet:
     polygon_ids: np.ndarray | None = None  # [H, W] which training-layer feature (1…n) covers each pixel
     val_polygon_ids: np.ndarray | None = None  # the same for a separate validation layer
 
+    def val_units(self) -> np.ndarray:
+        """[H, W] the validation polygon of each validation pixel (0 elsewhere): the sampling units of the
+        accuracy's confidence intervals."""
+        ids = self.val_polygon_ids if self.val_polygon_ids is not None else self.polygon_ids
+        if ids is None:
+            return (self.val > 0).astype(np.int64) * (np.arange(self.val.size).reshape(self.val.shape) + 1)
+        return np.where(self.val > 0, ids, 0)
+
+    def split_method(self, val_fraction: float, layer: str | None) -> str:
+        """How the validation pixels were chosen, in words, for reports."""
+        if layer:
+            return f"an independent validation layer ({layer}); pixels also used for training are left out"
+        if not (self.val > 0).any():
+            return "none: no polygons were held out, so the report has no independent accuracy"
+        return (f"{round(100 * val_fraction)} % of each class's polygons held out at random (seeded), whole "
+                "polygons, so no held-out pixel has a training pixel of its own polygon beside it")
+
     def summary(self) -> dict:
         return {"classes": self.scheme.names, "train_pixels": _per_class(self.train, self.scheme),
                 "val_pixels": _per_class(self.val, self.scheme), "polygons": self.polygons,
@@ -80,9 +97,14 @@ def _per_class(labels: np.ndarray, scheme: ClassScheme) -> dict[str, int]:
 
 
 def load_labels(raster_ds, polygons, class_field: str, layer: str | None = None, val_polygons=None,
-                val_fraction: float = 0.3, seed: int = 0, colors: dict[str, str] | None = None) -> LabelSet:
-    """Labels from a vector layer, split by polygon (seeded, stratified by class) or by a separate layer."""
+                val_fraction: float = 0.3, seed: int = 0, colors: dict[str, str] | None = None,
+                samples=None) -> LabelSet:
+    """Labels from a vector layer (and `samples`, more labelled points or polygons such as `suggest`'s once
+    labelled), split by polygon (seeded, stratified by class) or by a separate layer."""
     feats, notes = read_features(polygons, class_field, raster_ds, layer)
+    if samples:
+        more, more_notes = read_features(samples, class_field, raster_ds, skip_unlabelled=True)
+        feats, notes = feats + more, notes + more_notes
     val_feats = []
     if val_polygons:
         val_feats, val_notes = read_features(val_polygons, class_field, raster_ds)

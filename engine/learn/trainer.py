@@ -51,6 +51,7 @@ class TrainResult:
     stopped_early: bool = False
     seconds: float = 0.0
     batch_size: int = 0
+    details: dict = field(default_factory=dict)  # how a fit that is not an epoch loop went (the linear head)
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -110,8 +111,9 @@ class Trainer:
     def loss(self, inputs, target) -> torch.Tensor:
         raise NotImplementedError
 
-    def evaluate(self) -> dict | None:
-        """Scores on the held-out data (with `self.monitor` among them), or None when nothing is held out."""
+    def evaluate(self, final: bool = False) -> dict | None:
+        """Scores on the held-out data (with `self.monitor` among them), or None when nothing is held out; the
+        `final` one, of the best epoch, also has 95 % intervals and warnings for the report."""
         raise NotImplementedError
 
     def extra_state(self) -> dict:
@@ -211,7 +213,7 @@ class Trainer:
                                     f"epochs (best at epoch {best_epoch})")
                 break
         self.model.load_state_dict(best_state)
-        return TrainResult(best_state, history, best_epoch, self.evaluate(), stopped_early,
+        return TrainResult(best_state, history, best_epoch, self.evaluate(final=True), stopped_early,
                            time.perf_counter() - t0, self.batch_size)
 
     # --- resume ----------------------------------------------------------------------------------------------

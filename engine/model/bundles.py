@@ -20,7 +20,7 @@ from ..core.errors import EngineError, shorten
 from ..core.paths import models_dir
 from ..core.files import disk_error, scratch_dir
 from .config import SpecAwareConfig
-from .segmenter import build_segmenter
+from .linear import build_model
 
 WEIGHTS, META = "weights.pt", "model.json"
 FORMAT = "specaware-bundle"  # model.json's marker: only folders carrying it are ever replaced or deleted
@@ -58,8 +58,8 @@ class Bundle:
     def build(self):
         """The Segmenter with the bundle's weights, in eval mode on the CPU."""
         m = self.meta
-        model = build_segmenter(SpecAwareConfig.from_dict(m["preset_config"]), m["head"], len(m["classes"]["names"]),
-                                m.get("task", "pixels"))
+        model = build_model(SpecAwareConfig.from_dict(m["preset_config"]), m["head"], len(m["classes"]["names"]),
+                            m.get("task", "pixels"), **m.get("head_options", {}))
         state = self.state_dict()
         broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
         if broken:

@@ -25,7 +25,11 @@ def _progress(fraction: float, message: str) -> None:
 def _accuracy_line(acc: dict | None) -> str:
     if not acc:
         return "no held-out polygons, so no independent accuracy"
-    return (f"OA {100 * acc['oa']:.1f} %, AA {100 * acc['aa']:.1f} %, kappa {acc['kappa']:.3f}, "
+    ci = acc.get("intervals") or {}
+    oa, kappa = ci.get("oa") or [None], ci.get("kappa") or [None]
+    oa_ci = f" (95 % CI {100 * oa[0]:.1f}–{100 * oa[1]:.1f} %)" if oa[0] is not None else ""
+    kappa_ci = f" ({kappa[0]:.3f}–{kappa[1]:.3f})" if kappa[0] is not None else ""
+    return (f"OA {100 * acc['oa']:.1f} %{oa_ci}, AA {100 * acc['aa']:.1f} %, kappa {acc['kappa']:.3f}{kappa_ci}, "
             f"mIoU {acc['miou']:.3f} on {acc['pixels']} held-out pixels")
 
 
@@ -35,6 +39,7 @@ def print_info(r: dict) -> None:
     print(f"{r['path']}")
     print(f"  size       {r['width']} × {r['height']} px, {r['bands']} bands ({r['dtype']}, {r['driver']})")
     print(f"  sensor     {r['sensor']} ({r['sensor_name']}), level {r['level']}, profile from {r['profile_source']}")
+    print(f"             decided by {r['sensor_decided_by']}")
     wr = r["wavelength_range_nm"]
     print(f"  bands used {r['bands_used']} of {r['bands']}" + (f", {wr[0]:.1f}–{wr[1]:.1f} nm" if wr else ""))
     reasons: dict[str, list[int]] = {}
@@ -59,6 +64,15 @@ def print_classify(r: dict) -> None:
     print(f"report: {r['report']} ({r['kind']})")
     for name, ha in (r["areas_ha"] or {}).items():
         print(f"  {name:20s} {ha:12.2f} ha")
+    if r.get("validation"):
+        print(f"accuracy on the validation layer: {_accuracy_line(r['validation'])}")
+        for name, c in r["adjusted_areas"]["classes"].items():
+            print(f"  {name:20s} error-adjusted {c['adjusted']:.2f} ± {c['margin']:.2f} {r['adjusted_areas']['unit']}")
+
+
+def print_suggest(r: dict) -> None:
+    print(f"wrote {r['points']} points to label in {r['out']} (fill in their {r['class_field']!r} field, then "
+          "fine-tune again with --samples)")
 
 
 def print_change(r: dict) -> None:
@@ -130,7 +144,8 @@ def print_json(r: dict) -> None:
 PRINTERS = {"info": print_info, "finetune": print_finetune, "classify": print_classify, "change": print_change,
             "classify-cells": print_cells, "adapt": print_adapt, "pretrain": print_pretrain,
             "classify-batch": print_batch, "models": print_models, "inspect-weights": print_weights,
-            "verify-golden": print_golden, "make-patches": lambda r: print(f"wrote {r['manifest']} and its patches")}
+            "verify-golden": print_golden, "suggest": print_suggest,
+            "make-patches": lambda r: print(f"wrote {r['manifest']} and its patches")}
 
 
 # --- the parser, from the request classes ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ..tasks.finetune import FinetuneRequest, finetune
 from ..tasks.info import InfoRequest, raster_info
 from ..tasks.models import ModelsRequest, models
 from ..tasks.pretrain import MakePatchesRequest, PretrainRequest, make_patches, run_pretrain
+from ..tasks.suggest import SuggestRequest, suggest
 
 TaskFn = Callable[[Request, Runtime, ProgressFn, CancelFn], dict]
 
@@ -43,7 +44,7 @@ for _request, _run in ((InfoRequest, raster_info), (ClassifyRequest, classify), 
                        (PretrainRequest, run_pretrain), (MakePatchesRequest, make_patches),
                        (BatchRequest, classify_batch), (ModelsRequest, models), (ProfilesRequest, profiles),
                        (InspectWeightsRequest, inspect_weights), (GoldenRequest, verify_golden),
-                       (DiagnosticsRequest, diagnostics)):
+                       (DiagnosticsRequest, diagnostics), (SuggestRequest, suggest)):
     register(_request, _run)
 
 

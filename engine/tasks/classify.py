@@ -29,6 +29,7 @@ from ..model.bundles import Bundle, load_bundle
 from ..model.factory import feature_encoder
 from ..model.segmenter import SpectralInput, position_free_tokens
 from .options import BackboneChoice, SensorChoice
+from .validation import map_validation
 
 CLUSTER_SAMPLE_TILES = 24
 
@@ -43,11 +44,18 @@ class ClassifyRequest(SensorChoice, BackboneChoice):
     clusters: int | None = param(None, "unsupervised: k-means with this many clusters", lo=2, hi=64)
     out: str = param(help="output folder", kind="out-dir")
     probabilities: bool = param(False, "also write probabilities.tif (one band per class)")
+    validation: str | None = param(None, "independent validation layer (points or polygons of the model's classes): "
+                                         "the report then gives accuracy with 95 % intervals and error-adjusted "
+                                         "class areas", kind="vector")
+    class_field: str = param("class", "the validation layer's class field")
 
     def check(self) -> None:
         if (self.model is None) == (self.clusters is None):
             raise EngineError("give either a model (a bundle name or folder) or a number of clusters for an "
                               "unsupervised map, not both")
+        if self.validation and self.model is None:
+            raise EngineError("a validation layer checks a model's classes; clusters have none, so classify with a "
+                              "model to validate the map")
 
     def output_paths(self) -> list[Path]:
         return [Path(self.out) / n for n in output_names(self.probabilities)]
@@ -185,6 +193,12 @@ def classify(req: ClassifyRequest, runtime: Runtime | None = None, progress: Pro
                                       out, tile=tile, overlap=tile // 4, progress=scaled(progress, offset, 1.0),
                                       cancel=cancel, write_probabilities=req.probabilities)
         report = class_report(req, source, result, names, colors, facts, runtime)
+        if req.validation:
+            out.writers[0].close()  # classes.tif complete in the scratch folder, read back around the validation
+            checked = map_validation(req.validation, req.class_field, source.ds, out.path("classes.tif"), names,
+                                     result["pixel_counts"], result["pixel_area_m2"])
+            report["warnings"] += checked.pop("warnings")
+            report.update(checked, validation_title=f"Accuracy on the validation layer {req.validation}")
         report["warnings"] = [str(w.message) for w in caught if issubclass(w.category, SpecAwareWarning)] + \
             report["warnings"]
         report["facts"]["seconds"] = round(time.perf_counter() - t0, 2)

@@ -28,6 +28,7 @@ from ..io.pairing import PairSource, open_pair
 from ..io.raster import RasterSource
 from ..io.report import render_html
 from ..learn.cells import CELL_WINDOW, CellTrainer
+from ..learn.linear import LinearFit
 from ..learn.pixels import PixelTrainer
 from ..learn.samples import change_class, load_labels
 from ..learn.trainer import TrainConfig
@@ -39,6 +40,7 @@ from .change.supervised import train_change_model
 from .options import SensorChoice
 
 DEFAULTS = TrainConfig()
+LINEAR_TILE = 128  # px: a per-pixel model has no context to gain from larger tiles
 
 
 @dataclass(kw_only=True)
@@ -52,12 +54,16 @@ class FinetuneRequest(SensorChoice):
     class_field: str = param(help="the field that holds each polygon's class")
     out: str = param(help="model name (saved under the user data dir) or a folder path")
     preset: str = param("tiny", "encoder size when no checkpoint is configured", choices=PRESETS)
-    head: str = param("light", "segmentation head", choices=HEADS)
+    head: str | None = param(None, "linear (the default for land cover: a logistic regression on frozen per-pixel "
+                                   "SpecAware features, fitted in seconds), light or upernet (trained for epochs; "
+                                   "light is the default for a trained backbone; change models have their own)",
+                             choices=HEADS)
     backbone: str | None = param(None, "SpecAware checkpoint (.pth), a model bundle, or 'random'; default: the "
                                        "configured checkpoint, else random", kind="model")
     backbone_mode: str = param(DEFAULTS.backbone_mode, "frozen (features cached once, fast), last-N (e.g. last-2) or "
                                "full", choices=BACKBONE_MODES, pattern=r"last-\d+")
-    epochs: int = param(DEFAULTS.epochs, "training epochs", lo=1, hi=1000)
+    epochs: int = param(DEFAULTS.epochs, "training epochs of the light and upernet heads (the linear head is fitted "
+                                         "to convergence)", lo=1, hi=1000)
     seed: int = param(DEFAULTS.seed, "random seed", lo=0, hi=2**31 - 1)
     window: int | None = param(None, "training window in px, a multiple of the patch size (default 64; cells 32)",
                                lo=8, hi=1024)
@@ -67,6 +73,8 @@ class FinetuneRequest(SensorChoice):
     frozen_pool: int = param(DEFAULTS.frozen_pool, "augmented windows whose frozen features are computed once",
                              lo=1, hi=100000)
     layer: str | None = param(None, "layer name inside the vector file")
+    samples: str | None = param(None, "more labelled points or polygons with the same class field, e.g. the points "
+                                      "of `suggest` once labelled (points not labelled yet are skipped)", kind="vector")
     val_polygons: str | None = param(None, "independent validation layer (replaces the split)", kind="vector")
     val_fraction: float = param(0.3, "share of each class's polygons held out for validation", lo=0.0, hi=0.9)
     task: str = param("pixels", "pixels: land cover; change: --raster is the first date, --after the second, and "
@@ -83,12 +91,24 @@ class FinetuneRequest(SensorChoice):
         if (self.task == "change") != (self.after is not None):
             raise EngineError("a change model needs task 'change' and 'after' (the second date); other tasks take "
                               "one raster")
+        if self.head == "linear" and self.task == "change":
+            raise EngineError("head 'linear' classifies land cover per pixel; task 'change' trains its own logistic "
+                              "layer on the pair's change statistics: leave the head out")
+        if self.head == "linear" and self.backbone_mode != "frozen":
+            raise EngineError(f"backbone mode {self.backbone_mode!r} trains the encoder, which the linear head never "
+                              "does (it reads frozen features); choose the light or upernet head to train it")
         dest = destination(self.out)
         check_destination(dest, self.overwrite)
         for folder, what in ((dest.parent, "the model's folder"), (data_dir(), "the engine's data folder")):
             if writable_ancestor(folder) is None:
                 raise EngineError(f"{what} {shorten(folder)} is read-only; the model could not be saved there. "
                                   "Choose another output, or set SPECAWARE_DATA_DIR to a writable folder")
+
+    @property
+    def resolved_head(self) -> str:
+        """The head this request trains: as given, else linear for land cover on a frozen backbone, and light for
+        change or when the backbone is to be trained."""
+        return self.head or ("linear" if self.task == "pixels" and self.backbone_mode == "frozen" else "light")
 
     def replaced_folders(self) -> list[Path]:
         return [destination(self.out)]
@@ -112,10 +132,9 @@ def _file_id(path: str | None) -> str | None:
 def fingerprint(req: FinetuneRequest) -> dict:
     """What a resumed run must share with the interrupted one (settings are compared separately)."""
     return {"raster": _file_id(req.raster), "polygons": _file_id(req.polygons), "class field": req.class_field,
-            "layer": req.layer, "validation layer": _file_id(req.val_polygons), "after": _file_id(req.after),
-            "task": req.task, "preset": req.preset, "head": req.head, "backbone": req.backbone,
-            "change method": req.change_method,
-            "validation share": req.val_fraction}
+            "layer": req.layer, "samples": _file_id(req.samples), "validation layer": _file_id(req.val_polygons),
+            "after": _file_id(req.after), "task": req.task, "preset": req.preset, "head": req.resolved_head,
+            "backbone": req.backbone, "change method": req.change_method, "validation share": req.val_fraction}
 
 
 def resume_folder(dest: Path) -> Path:
@@ -144,12 +163,14 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
             ds, prof = source.ds, source.profile
         progress(0.0, "rasterising the training polygons")
         labels = load_labels(ds, req.polygons, req.class_field, req.layer, req.val_polygons, req.val_fraction,
-                             train.seed, req.colors)
+                             train.seed, req.colors, req.samples)
         if req.after:
             extra["change_class"] = change_class(labels.scheme, req.polygons, req.class_field)
         torch.manual_seed(train.seed)
-        model, provenance, pretrained = init_model(req.preset, req.head, len(labels.scheme.names), req.backbone,
-                                                   task=req.task)
+        head = req.resolved_head
+        options = {"wavelength": [float(w) for w in source.wavelength]} if head == "linear" else {}
+        model, provenance, pretrained = init_model(req.preset, head, len(labels.scheme.names), req.backbone,
+                                                   task=req.task, **options)
         resume_dir = resume_folder(dest)
         if not req.resume and resume_dir.exists():
             shutil.rmtree(resume_dir)
@@ -168,9 +189,13 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
             trainer = CellTrainer(model, source, labels, train, device, **common)
             head, tile, extra = "pooled", trainer.window, {"task": "cells"}
             result = trainer.run(resume=req.resume)
+        elif head == "linear":  # a convex fit in seconds: nothing to resume
+            trainer = LinearFit(model, source, labels, device, train.seed, progress, cancel)
+            tile, extra = LINEAR_TILE, {**extra, "head_options": model.options()}
+            result = trainer.run()
         else:
             trainer = PixelTrainer(model, source, labels, train, device, **common)
-            head, tile = req.head, train.window
+            tile = train.window
             result = trainer.run(resume=req.resume)
     finally:
         if work:
@@ -183,11 +208,12 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
                          "product's units), as in pre-training",
         "backbone": provenance, "backbone_pretrained": pretrained, "backbone_mode": train.backbone_mode,
         "training": {**train.to_dict(), "raster": str(req.raster), "polygons": str(req.polygons),
-                     "class_field": req.class_field, "validation_layer": req.val_polygons,
+                     "class_field": req.class_field, "samples": req.samples, "validation_layer": req.val_polygons,
                      "epochs_run": len(result.history), "best_epoch": result.best_epoch,
                      "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1),
                      "device": str(device), "final_batch_size": result.batch_size},
         "labels": labels.summary(), "validation": result.validation, "history": result.history,
+        "validation_split": labels.split_method(req.val_fraction, req.val_polygons), "fit": result.details,
         "engine_version": __version__, **extra,
     }
     report = finetune_report(meta)
@@ -198,8 +224,20 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
     return {"bundle": str(path), "name": dest.name, "report": str(path / "report.html"),
             "validation": result.validation, "backbone": provenance, "epochs_run": len(result.history),
             "best_epoch": result.best_epoch, "seconds": round(time.perf_counter() - t0, 1),
-            "labels": labels.summary(), "warnings": labels.notes +
+            "labels": labels.summary(), "warnings": labels.notes + ((result.validation or {}).get("warnings") or []) +
             ([] if pretrained else [f"backbone: {provenance}"])}
+
+
+def fit_sentence(meta: dict) -> str:
+    """How the head was trained, in words: epochs of the training loop, or the linear head's convex fit."""
+    t, fit = meta["training"], meta.get("fit") or {}
+    if meta["head"] != "linear":
+        return f"{t['epochs_run']} epochs run, best {t['best_epoch']}{' (stopped early)' if t['stopped_early'] else ''}"
+    refit = fit.get("refitted_with_validation_pixels", 0)
+    return (f"logistic regression (L2, C={fit.get('penalty_c')}) on {fit.get('features')} standardised per-pixel "
+            f"features, {fit.get('solver')} to convergence ({fit.get('iterations')} iterations) on "
+            f"{fit.get('train_pixels')} training pixels" +
+            (f"; validated, then refitted with the {refit} held-out pixels for the saved model" if refit else ""))
 
 
 def finetune_report(meta: dict) -> dict:
@@ -209,9 +247,8 @@ def finetune_report(meta: dict) -> dict:
                         f"patch {meta['preset_config']['patch_size']}",
              "sensor": f"{meta['profile']['name']} ({meta['profile']['sensor']}, {meta['profile']['level']})",
              "raster": meta["training"]["raster"], "polygons": meta["training"]["polygons"],
-             "epochs": f"{meta['training']['epochs_run']} run, best {meta['training']['best_epoch']}"
-                       f"{' (stopped early)' if meta['training']['stopped_early'] else ''}",
+             "training": fit_sentence(meta), "validation": meta.get("validation_split", "–"),
              "training time": f"{meta['training']['seconds']} s on {meta['training']['device']}"}
     return {"title": f"SpecAware fine-tuning: {meta['name']}", "facts": facts, "classes": meta["classes"],
             "validation": meta["validation"], "history": meta["history"], "labels": meta["labels"],
-            "warnings": meta["labels"]["notes"]}
+            "warnings": meta["labels"]["notes"] + ((meta["validation"] or {}).get("warnings") or [])}

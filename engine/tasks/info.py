@@ -32,6 +32,7 @@ def raster_info(req: InfoRequest, runtime: Runtime | None = None, progress: Prog
         "path": str(req.raster), "driver": ds.GetDriver().ShortName, "width": ds.RasterXSize,
         "height": ds.RasterYSize, "bands": ds.RasterCount, "dtype": gdal.GetDataTypeName(ds.GetRasterBand(1).DataType),
         "sensor": prof.sensor, "sensor_name": prof.name, "level": prof.level, "profile_source": prof.source,
+        "sensor_decided_by": prof.sensor_reason or "the sensor profile",
         "bands_used": len(good),
         "dropped": [{"band": i, "wavelength_nm": round(float(wl[i]), 2), "reason": r}
                     for i, r in sorted(prof.dropped().items())],

@@ -135,7 +135,8 @@ class FinetuneAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"))
         self.addParameter(QgsProcessingParameterVectorLayer("POLYGONS", "Training polygons or points",
                                                             TRAINING_TYPES))
-        self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="POLYGONS"))
+        self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field",
+                                                      parentLayerParameterName="POLYGONS"))
         self.addParameter(QgsProcessingParameterVectorLayer("VALIDATION", "Independent validation layer",
                                                             TRAINING_TYPES, optional=True))
         self.addParameter(QgsProcessingParameterString("NAME", "Model name"))

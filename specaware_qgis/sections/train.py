@@ -1,11 +1,13 @@
 """The dock's Train section: fine-tune a model on polygons (or points) of the Classify section's raster, optionally
-adapting to the scene first; the new model is then listed and selected."""
+adapting to the scene first; the new model is then listed and selected. It also suggests where to label next:
+points where the model hesitates, which the analyst labels and fine-tunes again with."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
-from qgis.core import Qgis
+from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsVectorLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox
 from qgis.PyQt.QtWidgets import QCheckBox, QDoubleSpinBox, QLineEdit, QPushButton, QSpinBox
 
@@ -20,9 +22,10 @@ class TrainSection(QgsCollapsibleGroupBox):
     """Fine-tuning; `on_trained(models, bundle)` hears of the new model with the engine's model list."""
 
     def __init__(self, queue: TaskQueue, say: Callable, raster: RasterChoice,
-                 on_trained: Callable[[list[dict], str], None]):
+                 on_trained: Callable[[list[dict], str], None], project: QgsProject | None = None):
         super().__init__("Train (fine-tune on polygons of the raster above)")
         self.queue, self.say, self.raster, self.on_trained = queue, say, raster, on_trained
+        self.project = project or QgsProject.instance()
         self.polygons_box = layer_box(SAMPLE_LAYERS)
         self.field_box = QgsFieldComboBox()
         self.field_box.setAllowEmptyFieldName(True)
@@ -42,6 +45,14 @@ class TrainSection(QgsCollapsibleGroupBox):
         self.adapt_minutes.setEnabled(False)
         self.adapt_check.toggled.connect(self.adapt_minutes.setEnabled)
         self.finetune_button = QPushButton("Fine-tune")
+        self.samples_box = layer_box(QgsMapLayerProxyModel.PointLayer)
+        self.suggest_spin = QSpinBox()
+        self.suggest_spin.setRange(1, 1000)
+        self.suggest_spin.setValue(20)
+        self.suggest_spin.setSuffix(" points")
+        self.suggest_button = QPushButton("Suggest where to label next")
+        self.suggest_button.setToolTip("Points where the model named above hesitates most, spread over the raster "
+                                       "and its classes: label them, then fine-tune again")
         layout = form(self)
         layout.addRow("Training layer", self.polygons_box)
         layout.addRow("Class field", self.field_box)
@@ -51,9 +62,12 @@ class TrainSection(QgsCollapsibleGroupBox):
         layout.addRow("Head", self.head_box)
         layout.addRow("Epochs", self.epochs_spin)
         layout.addRow(row(self.adapt_check, self.adapt_minutes))
+        layout.addRow("Labelled suggestions", self.samples_box)
         layout.addRow(self._advanced())
         layout.addRow(self.finetune_button)
+        layout.addRow(row(self.suggest_spin, self.suggest_button))
         self.finetune_button.clicked.connect(self.finetune)
+        self.suggest_button.clicked.connect(self.suggest)
 
     def _advanced(self) -> QgsCollapsibleGroupBox:
         group = QgsCollapsibleGroupBox("Advanced")
@@ -103,6 +117,8 @@ class TrainSection(QgsCollapsibleGroupBox):
                 raise InputError("no model name: type a name for the new model")
             val = self.val_box.currentLayer()
             val_path = inputs.vector_source(val, "validation layer")[0] if val is not None else None
+            more = self.samples_box.currentLayer()
+            samples = inputs.vector_source(more, "labelled suggestions")[0] if more is not None else None
         except InputError as e:
             self.say(str(e), Qgis.Warning)
             return None
@@ -111,7 +127,7 @@ class TrainSection(QgsCollapsibleGroupBox):
                   "epochs": self.epochs_spin.value(), "backbone_mode": self.backbone_mode_box.currentText(),
                   "val_fraction": self.val_fraction_spin.value(), "lr": self.lr_spin.value(),
                   "windows_per_epoch": self.windows_spin.value(), "seed": self.seed_spin.value(),
-                  "val_polygons": val_path, "colors": layers.category_colors(poly, field) or None,
+                  "val_polygons": val_path, "samples": samples, "colors": layers.category_colors(poly, field) or None,
                   "profile": self.raster.profile.param()}
         adapt = self.adapt_minutes.value() if self.adapt_check.isChecked() else 0.0
         steps = workflows.finetune(params, settings.weights_dir(), adapt, list_models=True)
@@ -121,5 +137,31 @@ class TrainSection(QgsCollapsibleGroupBox):
         trained, models = task.results[-2:]
         self.on_trained(models["models"], trained["bundle"])
         v = trained.get("validation") or {}
-        score = f": validation OA {v['oa']:.1%}, κ {v['kappa']:.3f}" if v.get("oa") is not None else ""
+        ci = (v.get("intervals") or {}).get("oa") or [None, None]
+        within = f" (95 % interval {ci[0]:.0%}–{ci[1]:.0%})" if ci[0] is not None else ""
+        score = f": validation OA {v['oa']:.1%}{within}, κ {v['kappa']:.3f}" if v.get("oa") is not None else ""
         self.say(f"Model {trained['name']} trained{score}", Qgis.Success, trained.get("report"))
+
+    def suggest(self) -> EngineTask | None:
+        """Ask the engine where the model named above hesitates most (away from what it was trained on); the points
+        come back as an editable layer."""
+        try:
+            raster = self.raster.ready_path("raster to suggest points on")
+            model = self.name_edit.text().strip()
+            if not model:
+                raise InputError("no model name: type the name of the model to suggest points with")
+            folder = inputs.run_folder(settings.output_dir(), "suggest", self.raster.layer_name())
+        except InputError as e:
+            self.say(str(e), Qgis.Warning)
+            return None
+        out = str(folder / "suggestions.gpkg")
+        steps = workflows.suggest(raster, model, self.suggest_spin.value(), out, profile=self.raster.profile.param())
+        return self.queue.start(f"SpecAware: suggest where to label ({model})", steps, self._suggested, folder=folder)
+
+    def _suggested(self, task: EngineTask) -> None:
+        r = task.result
+        layer = QgsVectorLayer(r["out"], f"label next — {Path(r['out']).parent.name}", "ogr")
+        self.project.addMapLayer(layer)
+        self.samples_box.setLayer(layer)
+        self.say(f"{r['points']} points to label: fill in their {r['class_field']!r} field (leave a point empty to "
+                 "skip it), then Fine-tune again: they are its labelled suggestions", Qgis.Success)

@@ -17,3 +17,8 @@ HEADS: list[str] = WORDS["heads"]
 BACKBONE_MODES: list[str] = WORDS["backbone_modes"]
 TASKS: list[str] = WORDS["tasks"]
 DEVICES: list[str] = WORDS["devices"]
+
+# How the dock and Processing name each training task (keys: the engine's words in TASKS).
+TASK_LABELS: dict[str, str] = {"pixels": "Land cover (per pixel)",
+                               "cells": "Grid cells / parcels (one class per polygon)",
+                               "change": "Change samples (change / no change, Before → After)"}

@@ -262,7 +262,7 @@ def test_dock_finetune_then_classify_adds_a_styled_group(dock, stripes, tmp_path
     choose(dock, raster, polygons, "dock-stripes", 3)
     dock.classify_section.out_widget.setFilePath(str(tmp_path / "out"))
     task = dock.train_section.finetune()
-    assert task is not None
+    assert task is not None, messages(dock)
     finished(dock, task, "fine-tune")
     assert task.error is None, task.error
     assert dock.classify_section.model_box.currentText().startswith("dock-stripes (3 classes")

@@ -169,16 +169,16 @@ def categorized(field: str, names: list[str], colors: list[str],
 
 
 def add_category(layer: QgsVectorLayer, field: str, value: str) -> None:
-    """Give class `value` its own category in the layer's categorized style on `field` (made when missing)."""
+    """Give class `value` its own category in the layer's categorized style on `field` (made when missing); a new
+    renderer, so that the map and the legend show it at once."""
     renderer = layer.renderer()
-    if not isinstance(renderer, QgsCategorizedSymbolRenderer) or renderer.classAttribute() != field:
-        renderer = categorized(field, [], [], layer.geometryType())
-        layer.setRenderer(renderer)
-    if renderer.categoryIndexForValue(value) < 0:
-        color = class_color(len(renderer.categories()))
-        renderer.addCategory(QgsRendererCategory(value, class_symbol(color, layer.geometryType()), value))
+    categories = renderer.categories() if (isinstance(renderer, QgsCategorizedSymbolRenderer) and
+                                           renderer.classAttribute() == field) else []
+    if any(str(c.value()) == value for c in categories):
+        return
+    symbol = class_symbol(class_color(len(categories)), layer.geometryType())
+    layer.setRenderer(QgsCategorizedSymbolRenderer(field, [*categories, QgsRendererCategory(value, symbol, value)]))
     layer.triggerRepaint()
-    layer.emitStyleChanged()
 
 
 def polygon_layer(path, field: str, names: list[str], colors: list[str], name: str = "training polygons",

@@ -31,6 +31,11 @@ def progress(fraction: float, message: str) -> None:
     print(f"  [{100 * fraction:5.1f}%] {message}", flush=True)
 
 
+def step(t0: float, text: str) -> None:
+    """A step's heading with the seconds spent so far."""
+    print(f"{text} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
 def write_project(out: Path, scene, second, bundle_meta: dict, classified: Path, change: Path) -> tuple[Path, Path]:
     """A .qgz with the scene (false-colour), training polygons, the class map, confidence and the known map, and a
     change group: the exported change polygons, change, magnitude, the known change and the second date. Returns
@@ -94,23 +99,23 @@ def main() -> int:
     out = Path(args.out).resolve()
     t0 = time.perf_counter()
 
-    print("1/5 building the synthetic AVIRIS-NG scene from earthlib spectra", flush=True)
+    step(t0, "1/5 building the synthetic AVIRIS-NG scene from earthlib spectra")
     scene = make_scene(out / "scene", seed=args.seed)
     print(f"  {scene.raster} (128 × 128 px, 425 bands), {scene.polygons}, known map {scene.truth}")
 
-    print("2/5 fine-tuning SpecAware (tiny preset, light head) on the training polygons", flush=True)
+    step(t0, "2/5 fine-tuning SpecAware (tiny preset, light head) on the training polygons")
     trained = call("finetune", progress, raster=str(scene.raster), polygons=str(scene.polygons), class_field="class",
                    out=str(out / "models" / "demo"), epochs=args.epochs, seed=args.seed, overwrite=True)
     meta = json.loads((Path(trained["bundle"]) / "model.json").read_text())
 
-    print("3/5 classifying the whole scene", flush=True)
+    step(t0, "3/5 classifying the whole scene")
     result = call("classify", progress, raster=str(scene.raster), out=str(out / "classified"), model=trained["bundle"])
     truth = gdal.Open(str(scene.truth)).ReadAsArray()
     pred = gdal.Open(str(out / "classified" / "classes.tif")).ReadAsArray()
     full = score(truth, pred, meta["classes"]["names"])
     atomic_write_text(out / "accuracy_full_map.json", json.dumps(full, indent=1))
 
-    print("4/5 flying the scene again a year later (known changed blocks) and detecting the change", flush=True)
+    step(t0, "4/5 flying the scene again a year later (known changed blocks) and detecting the change")
     second = make_second_date(scene, out / "scene_2024", seed=args.seed + 1)
     for was, now, x, y, side in second.blocks:
         print(f"  {was} → {now}: {side} × {side} px at ({x}, {y})")
@@ -119,7 +124,7 @@ def main() -> int:
     change_acc = change_accuracy(second.change_truth, out / "change" / "change.tif")
     atomic_write_text(out / "accuracy_change.json", json.dumps(change_acc, indent=1))
 
-    print("5/5 exporting the change polygons and writing the QGIS project", flush=True)
+    step(t0, "5/5 exporting the change polygons and writing the QGIS project")
     project, exported = write_project(out, scene, second, meta, out / "classified", out / "change")
 
     val = trained["validation"]

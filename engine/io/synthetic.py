@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,13 +91,6 @@ class Scene:
     class_names: list[str]  # truth ids are 1…K in this order (sorted, as the engine's class scheme orders them)
 
 
-@dataclass
-class SecondDate:
-    raster: Path
-    change_truth: Path  # 1 where the ground changed class between the dates, else 0
-    blocks: list[tuple[str, str, int, int, int]]  # (from class, to class, x0, y0, side) in px
-
-
 def layout(size: int, rng) -> list[tuple[str, int, int, int, int]]:
     """Objects (class, x0, y0, x1, y1) in px, drawn in order: fields, then a road grid, then building blocks."""
     objs = []
@@ -155,83 +149,34 @@ def make_scene(out_dir: Path, size: int = 128, gsd: float = 3.0, seed: int = 0) 
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32611)
     raster = out_dir / "ang20231102t183000_rfl_demo"
+    ds = gdal.GetDriverByName("ENVI").Create(str(raster), size, size, len(centers), gdal.GDT_Float32,
+                                             ["INTERLEAVE=BIL"])
+    ds.SetGeoTransform(gt)
+    ds.SetProjection(srs.ExportToWkt())
     outside = (centers < LIB_RANGE_NM[0]) | (centers > LIB_RANGE_NM[1])
     bbl = np.ones(len(centers), int)
     bbl[prof.bad_bands] = 0
     bbl[outside] = 0
     fmt = lambda v: "{" + ", ".join(v) + "}"  # noqa: E731
-    write_envi(raster, cube.transpose(2, 0, 1), gt, srs.ExportToWkt(),
-               {"wavelength": fmt(f"{c:.3f}" for c in centers), "fwhm": fmt(f"{f:.3f}" for f in fwhm),
-                "bbl": fmt(str(b) for b in bbl), "wavelength_units": "Nanometers", "data_ignore_value": "-9999",
-                "sensor_type": "AVIRIS-NG (synthetic demo)"})
+    ds.SetMetadata({"wavelength": fmt(f"{c:.3f}" for c in centers), "fwhm": fmt(f"{f:.3f}" for f in fwhm),
+                    "bbl": fmt(str(b) for b in bbl), "wavelength_units": "Nanometers",
+                    "data_ignore_value": "-9999", "sensor_type": "AVIRIS-NG (synthetic demo)"}, "ENVI")
+    ds.WriteRaster(0, 0, size, size, np.ascontiguousarray(cube.transpose(2, 0, 1)).tobytes(),
+                   buf_type=gdal.GDT_Float32)
+    ds = None
+
     truth_path = out_dir / "truth.tif"
-    write_byte_map(truth_path, truth, gt, srs.ExportToWkt(), ["no data", *names], nodata=0)
+    tds = gdal.GetDriverByName("GTiff").Create(str(truth_path), size, size, 1, gdal.GDT_Byte)
+    tds.SetGeoTransform(gt)
+    tds.SetProjection(srs.ExportToWkt())
+    tds.GetRasterBand(1).WriteArray(truth)
+    tds.GetRasterBand(1).SetNoDataValue(0)
+    tds.GetRasterBand(1).SetRasterCategoryNames(["no data", *names])
+    tds = None
 
     polygons = out_dir / "training.gpkg"
     write_training_polygons(polygons, objects, gt, srs, rng)
     return Scene(raster, polygons, truth_path, names)
-
-
-def write_envi(path: Path, cube: np.ndarray, gt, wkt: str, envi: dict[str, str]) -> None:
-    """A [bands, h, w] float32 BIL ENVI raster with its header fields (wavelengths, FWHM, bbl…)."""
-    bands, h, w = cube.shape
-    ds = gdal.GetDriverByName("ENVI").Create(str(path), w, h, bands, gdal.GDT_Float32, ["INTERLEAVE=BIL"])
-    ds.SetGeoTransform(gt)
-    ds.SetProjection(wkt)
-    ds.SetMetadata(envi, "ENVI")
-    ds.WriteRaster(0, 0, w, h, np.ascontiguousarray(cube, dtype=np.float32).tobytes(), buf_type=gdal.GDT_Float32)
-    ds = None
-
-
-def write_byte_map(path: Path, values: np.ndarray, gt, wkt: str, names: list[str], nodata: int | None = None) -> None:
-    """A one-band byte GeoTIFF with a category name per value."""
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), values.shape[1], values.shape[0], 1, gdal.GDT_Byte)
-    ds.SetGeoTransform(gt)
-    ds.SetProjection(wkt)
-    band = ds.GetRasterBand(1)
-    band.WriteArray(values)
-    if nodata is not None:
-        band.SetNoDataValue(nodata)
-    band.SetRasterCategoryNames(names)
-    ds = None
-
-
-HEADER_FIELDS = ("wavelength", "fwhm", "bbl", "wavelength_units", "data_ignore_value", "sensor_type")
-
-
-def make_second_date(scene: Scene, out_dir: Path, seed: int = 1, blocks: int = 4) -> SecondDate:
-    """The scene flown again later: other light (+4 %), new noise, and `blocks` square patches whose ground changed
-    class (a field cleared, a new roof…), with the known change map. Same grid and sensor as the first date."""
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    first = gdal.Open(str(scene.raster))
-    cube = first.ReadAsArray().astype(np.float32)
-    truth = gdal.Open(str(scene.truth)).ReadAsArray()
-    envi = {k: v for k, v in (first.GetMetadata("ENVI") or {}).items() if k in HEADER_FIELDS}
-    prof = builtin_profiles()["aviris_ng"]
-    lib_wl, spectra, rows = load_library()
-    lib = {k: resample(lib_wl, v, np.asarray(prof.wavelength_nm), np.asarray(prof.fwhm_nm))
-           for k, v in class_spectra(rows, spectra, rng).items()}
-    side = max(4, cube.shape[1] // 10)
-    spots = [(x, y) for y in range(0, cube.shape[1] - side + 1, side) for x in range(0, cube.shape[2] - side + 1, side)
-             if len(np.unique(truth[y:y + side, x:x + side])) == 1]  # each block inside one object
-    changed = np.zeros(truth.shape, np.uint8)
-    done = []
-    for i in rng.permutation(len(spots))[:blocks]:
-        x, y = spots[i]
-        was = scene.class_names[truth[y, x] - 1]
-        now = str(rng.choice([c for c in scene.class_names if c not in (was, "road")]))
-        spectrum = lib[now][rng.integers(len(lib[now]))]
-        bright = rng.normal(1.0, 0.06, (1, side, side)).astype(np.float32)
-        cube[:, y:y + side, x:x + side] = spectrum[:, None, None] * bright
-        changed[y:y + side, x:x + side] = 1
-        done.append((was, now, x, y, side))
-    cube = cube * 1.04 + rng.normal(0, 1, cube.shape).astype(np.float32) * (0.002 + 0.01 * cube)
-    raster = out_dir / "ang20240615t183000_rfl_demo"
-    write_envi(raster, np.clip(cube, 0, None), first.GetGeoTransform(), first.GetProjection(), envi)
-    change_truth = out_dir / "change_truth.tif"
-    write_byte_map(change_truth, changed, first.GetGeoTransform(), first.GetProjection(), ["no change", "change"])
-    return SecondDate(raster, change_truth, done)
 
 
 def write_training_polygons(path: Path, objects, gt, srs, rng, per_class: int = 5) -> None:
@@ -262,3 +207,52 @@ def write_training_polygons(path: Path, objects, gt, srs, rng, per_class: int = 
             f.SetGeometry(poly)
             lyr.CreateFeature(f)
     ds = None
+
+
+@dataclass
+class SecondDate:
+    raster: Path
+    change_truth: Path  # 1 where the ground changed class between the dates, else 0
+    blocks: list[tuple[str, str, int, int, int]]  # (from class, to class, x0, y0, side) in px
+
+
+def make_second_date(scene: Scene, out_dir: Path, seed: int = 1, blocks: int = 4) -> SecondDate:
+    """The scene flown again later: other light (+4 %), new noise, and `blocks` square patches whose ground changed
+    class (a field cleared, a new roof…), with the known change map. Same grid, sensor and header as the first
+    date (its files are copied, then their pixels rewritten)."""
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raster = out_dir / "ang20240615t183000_rfl_demo"
+    for src, dst in ((scene.raster, raster), (Path(f"{scene.raster}.hdr"), Path(f"{raster}.hdr"))):
+        shutil.copyfile(src, dst)
+    cube = gdal.Open(str(scene.raster)).ReadAsArray().astype(np.float32)
+    truth = gdal.Open(str(scene.truth)).ReadAsArray()
+    prof = builtin_profiles()["aviris_ng"]
+    lib_wl, spectra, rows = load_library()
+    lib = {k: resample(lib_wl, v, np.asarray(prof.wavelength_nm), np.asarray(prof.fwhm_nm))
+           for k, v in class_spectra(rows, spectra, rng).items()}
+    side = max(4, cube.shape[1] // 10)
+    spots = [(x, y) for y in range(0, cube.shape[1] - side + 1, side) for x in range(0, cube.shape[2] - side + 1, side)
+             if len(np.unique(truth[y:y + side, x:x + side])) == 1]  # each block inside one object
+    changed = np.zeros(truth.shape, np.uint8)
+    done = []
+    for i in rng.permutation(len(spots))[:blocks]:
+        x, y = spots[i]
+        was = scene.class_names[truth[y, x] - 1]
+        now = str(rng.choice([c for c in scene.class_names if c not in (was, "road")]))
+        bright = rng.normal(1.0, 0.06, (1, side, side)).astype(np.float32)
+        cube[:, y:y + side, x:x + side] = lib[now][rng.integers(len(lib[now]))][:, None, None] * bright
+        changed[y:y + side, x:x + side] = 1
+        done.append((was, now, x, y, side))
+    cube = cube * 1.04 + rng.normal(0, 1, cube.shape).astype(np.float32) * (0.002 + 0.01 * cube)
+    ds = gdal.Open(str(raster), gdal.GA_Update)
+    ds.WriteRaster(0, 0, ds.RasterXSize, ds.RasterYSize, np.clip(cube, 0, None).tobytes(), buf_type=gdal.GDT_Float32)
+    ds = None
+    change_truth = out_dir / "change_truth.tif"
+    cds = gdal.GetDriverByName("GTiff").CreateCopy(str(change_truth), gdal.Open(str(scene.truth)))
+    band = cds.GetRasterBand(1)
+    band.DeleteNoDataValue()  # 0 is "no change" here, a valid value
+    band.WriteArray(changed)
+    band.SetRasterCategoryNames(["no change", "change"])
+    cds = None
+    return SecondDate(raster, change_truth, done)

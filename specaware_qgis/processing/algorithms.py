@@ -90,7 +90,7 @@ class FinetuneAlgorithm(EngineAlgorithm):
         self.add(QgsProcessingParameterEnum("PRESET", "Preset (when no checkpoint is configured)", PRESETS,
                                             defaultValue=0),
                  "The encoder's size when it starts from a random initialisation; a configured checkpoint sets it.")
-        self.add(QgsProcessingParameterEnum("TASK", "Task", [TASK_LABELS[t] for t in TRAINING_TASKS],
+        self.add(QgsProcessingParameterEnum("TASK", "Task", [TASK_LABELS.get(t, t) for t in TRAINING_TASKS],
                                             defaultValue=0),
                  "Land cover: a class per pixel. Grid cells / parcels: one class per polygon, classified as a whole "
                  "by 'Classify grid cells'.")

@@ -31,7 +31,7 @@ class TrainSection(QgsCollapsibleGroupBox):
         self.dates: tuple[RasterChoice, RasterChoice] | None = None  # Change's before and after, set by the dock
         self.task_box = QComboBox()
         for task in vocabulary.TASKS:
-            self.task_box.addItem(vocabulary.TASK_LABELS[task], task)
+            self.task_box.addItem(vocabulary.TASK_LABELS.get(task, task), task)
         self.polygons_box = layer_box(SAMPLE_LAYERS)
         self.field_box = QgsFieldComboBox()
         self.field_box.setAllowEmptyFieldName(True)

@@ -299,7 +299,13 @@ def main() -> int:
     s.add_argument("--engine-python", help="the Python with torch the plugin runs the engine with (default: this "
                    "checkout's .venv/bin/python)")
     s.set_defaults(func=cmd_deploy)
-    args = p.parse_args()
+    args, passed_on = p.parse_known_args()  # `test -q`, `demo --out X`: options for pytest or the script
+    for name in ("pytest_args", "demo_args", "bench_args"):
+        if hasattr(args, name):
+            setattr(args, name, passed_on + (getattr(args, name) or []))
+            passed_on = []
+    if passed_on:
+        p.error(f"unrecognized arguments: {' '.join(passed_on)}")
     return args.func(args)
 
 

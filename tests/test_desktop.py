@@ -92,7 +92,7 @@ def test_first_hour_in_the_real_qgis_desktop_with_real_clicks(qgis_app, x_displa
     r = subprocess.run([sys.executable, str(ROOT / "build.py"), "deploy", "--profiles-dir", str(base / "profiles"),
                         "--profile", "e2e"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "recorded the engine Python" in r.stdout and f"enabled specaware_qgis" in r.stdout  # nothing to type
+    assert "recorded the engine Python" in r.stdout and "enabled specaware_qgis" in r.stdout  # nothing to type
     sys.path.insert(0, str(ROOT))
     import build
     ini = base / "profiles" / "e2e" / "QGIS" / "QGIS3.ini"

@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 VENV_PY = VENV / "bin" / "python"
 APT_PACKAGES = ["python3-qgis", "qgis-providers", "gdal-bin", "python3-gdal", "python3-venv", "python3-scipy",
-                "qgis", "xvfb", "imagemagick", "xauth"]
-# scipy: the tests read the MATLAB fixtures of ../shared/data; qgis (the desktop app and qgis_process), Xvfb and
-# imagemagick's `import`: the end-to-end tests run the real QGIS and take a screenshot
+                "qgis", "xvfb", "imagemagick", "xauth", "openbox", "xdotool"]
+# scipy: the tests read the MATLAB fixtures of ../shared/data; qgis (the desktop app and qgis_process), Xvfb, a
+# window manager (openbox), xdotool and imagemagick's `import`: the end-to-end test runs the real QGIS, clicks
+# and types in it through X events and takes screenshots
 REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
 NODEPS_REQUIREMENTS = ROOT / "requirements-nodeps.txt"
 ALL_REQUIREMENTS = [*REQUIREMENTS, NODEPS_REQUIREMENTS]
@@ -180,18 +181,82 @@ def cmd_package(_args=None) -> Path:
     return out
 
 
-def qgis_profiles_dir() -> Path:
-    if sys.platform == "win32":
-        return Path(os.environ["APPDATA"]) / "QGIS" / "QGIS3" / "profiles"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "QGIS" / "QGIS3" / "profiles"
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "QGIS" / "QGIS3" / "profiles"
+def qgis_profiles_dir(platform: str = sys.platform, environ=os.environ, home: Path | None = None) -> Path:
+    """Where QGIS 3 keeps its user profiles on `platform`."""
+    home = Path(home or Path.home())
+    if platform == "win32":
+        return Path(environ.get("APPDATA") or home / "AppData" / "Roaming") / "QGIS" / "QGIS3" / "profiles"
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / "QGIS" / "QGIS3" / "profiles"
+    return Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share") / "QGIS" / "QGIS3" / "profiles"
+
+
+def ini_value(text: str) -> str:
+    """A value as QSettings' INI format reads it back as one string (quoted when it holds , ; " or \\)."""
+    if any(c in text for c in ',;"\\') or text != text.strip():
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def read_ini(ini: Path, section: str, key: str) -> str | None:
+    """A value of a QSettings INI file (unquoted), or None when it is not set."""
+    current = None
+    for line in ini.read_text(encoding="utf-8").splitlines() if ini.exists() else []:
+        if line.startswith("["):
+            current = line.strip()[1:-1]
+        elif current == section and line.split("=", 1)[0].strip() == key and "=" in line:
+            value = line.split("=", 1)[1].strip()
+            return value[1:-1].replace('\\"', '"').replace("\\\\", "\\") if value.startswith('"') else value
+    return None
+
+
+def write_ini(ini: Path, section: str, key: str, value: str) -> None:
+    """Set key=value in [section] of a QSettings INI file (QGIS3.ini), keeping every other line; written
+    atomically, so QGIS never reads half a file."""
+    lines = ini.read_text(encoding="utf-8").splitlines() if ini.exists() else []
+    entry = f"{key}={ini_value(value)}"
+    start = next((i for i, line in enumerate(lines) if line.strip() == f"[{section}]"), None)
+    if start is None:
+        lines += ([""] if lines and lines[-1].strip() else []) + [f"[{section}]", entry]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+        found = [i for i in range(start + 1, end) if lines[i].split("=", 1)[0].strip() == key]
+        if found:
+            lines[found[0]] = entry
+        else:
+            while end > start + 1 and not lines[end - 1].strip():
+                end -= 1
+            lines.insert(end, entry)
+    ini.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ini.with_name(ini.name + ".part")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, ini)
+
+
+def configure_profile(profile: Path, engine_python: Path | None, replace: bool = False) -> None:
+    """Enable the plugin in the profile and record the engine's Python there (unless, without `replace`, the
+    profile already names another one that exists), saying what was done."""
+    ini = profile / "QGIS" / "QGIS3.ini"
+    write_ini(ini, "PythonPlugins", PLUGIN, "true")
+    say(f"enabled {PLUGIN} in {ini}")
+    if engine_python is None:
+        say("no engine Python recorded: this checkout has no .venv (run `python3 build.py setup`), and no "
+            "--engine-python was given; set it in the dock under Engine and weights")
+        return
+    current = read_ini(ini, "specaware", "engine_python")
+    if current and Path(current).exists() and Path(current) != engine_python and not replace:
+        say(f"the profile keeps its engine Python {current} (--engine-python PATH replaces it)")
+        return
+    write_ini(ini, "specaware", "engine_python", engine_python.as_posix())
+    say(f"recorded the engine Python {engine_python} in {ini}")
 
 
 def cmd_deploy(args) -> int:
-    """Unpack the package into a QGIS profile's plugin folder, replacing an older copy in one rename."""
+    """Unpack the package into a QGIS profile's plugin folder, replacing an older copy in one rename; enable it
+    there and record the engine's Python."""
     package = cmd_package()
-    plugins = Path(args.profiles_dir or qgis_profiles_dir()) / args.profile / "python" / "plugins"
+    profile = Path(args.profiles_dir or qgis_profiles_dir()) / args.profile
+    plugins = profile / "python" / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=plugins, prefix=".specaware-deploy-"))
     with zipfile.ZipFile(package) as z:
@@ -204,7 +269,10 @@ def cmd_deploy(args) -> int:
     (staging / PLUGIN).rename(target)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
-    say(f"installed into {target}; enable 'SpecAware' in QGIS under Plugins > Manage and Install Plugins")
+    say(f"installed into {target}")
+    engine_python = Path(args.engine_python).absolute() if args.engine_python else (
+        VENV_PY.absolute() if VENV_PY.exists() else None)
+    configure_profile(profile, engine_python, replace=bool(args.engine_python))
     return 0
 
 
@@ -228,8 +296,16 @@ def main() -> int:
     s = sub.add_parser("deploy", help="install the plugin into a QGIS profile")
     s.add_argument("--profile", default="default")
     s.add_argument("--profiles-dir", help="QGIS profiles folder (default: the user's QGIS3 profiles)")
+    s.add_argument("--engine-python", help="the Python with torch the plugin runs the engine with (default: this "
+                   "checkout's .venv/bin/python)")
     s.set_defaults(func=cmd_deploy)
-    args = p.parse_args()
+    args, passed_on = p.parse_known_args()  # `test -q`, `demo --out X`: options for pytest or the script
+    for name in ("pytest_args", "demo_args", "bench_args"):
+        if hasattr(args, name):
+            setattr(args, name, passed_on + (getattr(args, name) or []))
+            passed_on = []
+    if passed_on:
+        p.error(f"unrecognized arguments: {' '.join(passed_on)}")
     return args.func(args)
 
 

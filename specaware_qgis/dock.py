@@ -6,11 +6,10 @@ import json
 
 from osgeo import gdal
 from qgis.core import Qgis, QgsProject
-from qgis.gui import QgsDockWidget
-from qgis.PyQt.QtCore import Qt, QUrl
+from qgis.gui import QgsDockWidget, QgsScrollArea
+from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtGui import QDesktopServices
-from qgis.PyQt.QtWidgets import (QApplication, QComboBox, QLabel, QProgressBar, QPushButton, QScrollArea,
-                                 QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import QApplication, QComboBox, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from . import settings
 from .engine_process import Engine
@@ -18,15 +17,19 @@ from .sections.change import ChangeSection
 from .sections.classify import ClassifySection
 from .sections.engine_and_weights import EngineSection
 from .sections.train import TrainSection
-from .sections.widgets import row
+from .sections.widgets import WheelGuard, row
 from .task_queue import TaskQueue
 from .tasks import EngineTask
+
+
+MIN_BOX_CHARS = 8  # a box shows at least this many characters and elides the rest: the dock fits 360 px
 
 
 class SpecAwareDock(QgsDockWidget):
     """The analyst's panel. Every engine call is a task in `queue`; the GUI thread only validates and styles."""
 
-    def __init__(self, message_bar, project: QgsProject | None = None, engine: Engine | None = None, parent=None):
+    def __init__(self, message_bar, project: QgsProject | None = None, engine: Engine | None = None, parent=None,
+                 iface=None):
         super().__init__("SpecAware", parent)
         self.setObjectName("SpecAwareDock")
         self.bar = message_bar
@@ -35,32 +38,50 @@ class SpecAwareDock(QgsDockWidget):
         self.device_text = "CPU"  # until the engine check says otherwise
         self.queue = TaskQueue(self.engine, self.say)
         self.classify_section = ClassifySection(self.queue, self.say, self.project)
-        self.train_section = TrainSection(self.queue, self.say, self.classify_section.raster, self.fill_models)
+        self.train_section = TrainSection(self.queue, self.say, self.classify_section.raster, self.fill_models,
+                                          self.project, self.classify_section.output_root, iface)
         self.change_section = ChangeSection(self.queue, self.say, self.project, self.classify_section.output_root,
                                             self.train_section)
+        self.train_section.dates = (self.change_section.before, self.change_section.after)
         self.engine_section = EngineSection(self.queue, self.say, self.engine, self.refresh_engine)
         body = QWidget()
         layout = QVBoxLayout(body)
         for section in (self.classify_section, self.train_section, self.change_section, self.engine_section):
             layout.addWidget(section)
         layout.addStretch(1)
-        for box in body.findChildren(QComboBox):  # long layer and profile names must not widen the dock
+        for box in body.findChildren(QComboBox):  # long layer and profile names are elided, never widen the dock
             box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-            box.setMinimumContentsLength(12)
-        scroll = QScrollArea()
+            box.setMinimumContentsLength(MIN_BOX_CHARS)
+        scroll = QgsScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setVerticalOnly(True)
         scroll.setWidget(body)
+        self.wheel_guard = WheelGuard(scroll)
         outer = QWidget()
         olay = QVBoxLayout(outer)
         olay.setContentsMargins(2, 2, 2, 2)
         olay.addWidget(scroll, 1)
         olay.addWidget(self._status_line())
         self.setWidget(outer)
+        self._name_widgets()
         self.queue.started.connect(self._task_started)
         self.queue.progressed.connect(self._task_progressed)
         self.queue.ended.connect(self._task_ended)
         self.refresh_engine()
+
+    def _name_widgets(self) -> None:
+        """Object names for the dock's inputs: QGIS's interface customisation, accessibility tools and the
+        desktop test find them by name."""
+        c, t, ch, d = self.classify_section, self.train_section, self.change_section, self.train_section.drawing
+        for name, w in {"raster": c.raster.box, "sensor": c.raster.label, "model": c.model_box,
+                        "outputFolder": c.out_widget, "classify": c.classify_button, "task": t.task_box,
+                        "trainingLayer": t.polygons_box, "newTrainingLayer": d.new_button, "geometry": d.geometry_box,
+                        "classField": t.field_box, "drawClass": d.class_box, "addClass": d.add_button,
+                        "modelName": t.name_edit, "head": t.head_box, "epochs": t.epochs_spin,
+                        "finetune": t.finetune_button, "before": ch.before.box, "after": ch.after.box,
+                        "mode": ch.mode_box, "detect": ch.detect_button, "export": ch.export_button,
+                        "status": self.status_label}.items():
+            w.setObjectName(f"specaware_{name}")
 
     def _status_line(self) -> QWidget:
         self.status_label = QLabel("Engine: looking for a Python with PyTorch…")
@@ -127,16 +148,18 @@ class SpecAwareDock(QgsDockWidget):
         self.engine_section.create_env_button.setVisible(False)
         self.fill_models(models["models"])
         for choice in (self.classify_section.raster, self.change_section.before, self.change_section.after):
-            choice.profile.add_profiles(profiles["profiles"])
+            choice.add_profiles(profiles["profiles"])
+            choice.detect_later()  # what a sensor check said before (no engine, another engine) is out of date
 
     def _no_engine(self, message: str) -> None:
         self.status_label.setText(f"<span style='color:#b00020'>{message}</span>")
         self.engine_section.create_env_button.setVisible(True)
 
     def fill_models(self, models: list[dict], select: str | None = None) -> None:
-        """The engine's model list in Classify's and Change's model boxes, `select` chosen in both."""
-        self.classify_section.model_box.fill(models, select)
-        self.change_section.fromto_model_box.fill(models, select)
+        """The engine's model list in Classify's and Change's model boxes, `select` chosen where it fits."""
+        for box in (self.classify_section.model_box, self.change_section.change_model_box,
+                    self.change_section.fromto_model_box):
+            box.fill(models, select)
 
     def diagnostics(self) -> EngineTask:
         """Copy QGIS, GDAL, torch, CUDA and engine versions to the clipboard for a bug report."""

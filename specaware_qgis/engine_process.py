@@ -7,7 +7,7 @@ from . import settings
 from .client import EngineClient, EngineJobError
 from .environment import EngineEnvironment, find_engine
 
-QUICK_JOBS = {"info", "models", "profiles", "inspect-weights", "diagnostics"}
+QUICK_JOBS = {"info", "models", "profiles", "inspect-weights", "diagnostics", "validate"}
 
 
 class Engine:

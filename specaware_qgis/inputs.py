@@ -22,12 +22,29 @@ def _scratch(suffix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix="specaware-input-")) / f"layer{suffix}"
 
 
+def raster_file(layer: QgsRasterLayer) -> str | None:
+    """The GDAL file behind a raster layer; None when it is not a plain file."""
+    path = layer.source().split("|")[0]
+    return path if layer.providerType() == "gdal" and Path(path).is_file() else None
+
+
+def vector_file(layer: QgsVectorLayer) -> tuple[str, str | None] | None:
+    """(file, layer name inside it) behind a vector layer; None when it is not a plain file read whole (memory,
+    database, a subset)."""
+    parts = layer.source().split("|")
+    path = Path(parts[0])
+    name = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
+    if layer.providerType() == "ogr" and path.is_file() and path.suffix.lower() in VECTOR_SUFFIXES and \
+            not layer.subsetString():
+        return str(path), name
+    return None
+
+
 def raster_path(layer: QgsRasterLayer | None, what: str = "raster") -> str:
     """The GDAL file behind a raster layer, or a temporary GeoTIFF copy of it."""
     if layer is None:
         raise InputError(f"no {what} chosen: pick a raster layer")
-    path = layer.source().split("|")[0]
-    if layer.providerType() == "gdal" and Path(path).is_file():
+    if (path := raster_file(layer)) is not None:
         return path
     out = _scratch(".tif")
     pipe = QgsRasterPipe()
@@ -42,15 +59,15 @@ def raster_path(layer: QgsRasterLayer | None, what: str = "raster") -> str:
 
 
 def vector_source(layer: QgsVectorLayer | None, what: str = "polygon layer") -> tuple[str, str | None]:
-    """(file, layer name inside it) for a vector layer; memory and database layers are saved to a GeoPackage."""
+    """(file, layer name inside it) for a vector layer; memory and database layers are saved to a GeoPackage.
+    Edits not yet saved (features just drawn) are saved first, so the engine reads what the map shows."""
     if layer is None:
         raise InputError(f"no {what} chosen: pick a vector layer")
-    parts = layer.source().split("|")
-    path = Path(parts[0])
-    name = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
-    subset = layer.subsetString()
-    if layer.providerType() == "ogr" and path.is_file() and path.suffix.lower() in VECTOR_SUFFIXES and not subset:
-        return str(path), name
+    if layer.isEditable() and layer.isModified() and not layer.commitChanges(False):
+        raise InputError(f"the edits of layer {layer.name()!r} could not be saved ({'; '.join(layer.commitErrors())})"
+                         "; save or discard them with Layer › Toggle Editing")
+    if (found := vector_file(layer)) is not None:
+        return found
     out = _scratch(".gpkg")
     opts = QgsVectorFileWriter.SaveVectorOptions()
     opts.driverName = "GPKG"

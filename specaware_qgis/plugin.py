@@ -14,7 +14,7 @@ from .processing.provider import SpecAwareProvider
 
 MENU = "&SpecAware"
 ICON = Path(__file__).with_name("icon.svg")
-DOCK_WIDTH = 440  # px: wide enough for the form's labels and boxes
+DOCK_WIDTH = 400  # px: the dock fits from 360 px (long names are elided, fields go below their labels)
 
 
 class SpecAwarePlugin:
@@ -42,7 +42,7 @@ class SpecAwarePlugin:
     def toggle_dock(self, checked: bool = True) -> None:
         if self.dock is None:
             from .dock import SpecAwareDock
-            self.dock = SpecAwareDock(self.iface.messageBar(), parent=self.iface.mainWindow())
+            self.dock = SpecAwareDock(self.iface.messageBar(), parent=self.iface.mainWindow(), iface=self.iface)
             self.dock.visibilityChanged.connect(self.action.setChecked)
             self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
             self.iface.mainWindow().resizeDocks([self.dock], [DOCK_WIDTH], Qt.Horizontal)

@@ -20,7 +20,10 @@ class EngineTask(QgsTask):
 
     def __init__(self, description: str, steps: list[Step], on_done: Callable[["EngineTask"], None] | None = None,
                  engine: Engine | None = None, quiet: bool = False, folder=None):
-        super().__init__(description, QgsTask.CanCancel)
+        flags = QgsTask.CanCancel
+        if quiet and hasattr(QgsTask, "Silent"):  # QGIS 3.26 and later: no "task complete" notification
+            flags |= QgsTask.Silent
+        super().__init__(description, flags)
         self.steps, self.on_done = steps, on_done
         self.quiet = quiet  # background checks (sensor, model list) stay out of the dock's progress line
         self.folder = folder  # the run's output folder, removed again when the task fails while it is empty

@@ -12,6 +12,11 @@ from .client import engine_root
 PATH = engine_root() / "resources" / "vocabulary.json"
 WORDS: dict = json.loads(PATH.read_text(encoding="utf-8"))  # every list; the named ones below are those shown today
 
+# How the dock and Processing name each training task (keys: the engine's words in TASKS).
+TASK_LABELS: dict[str, str] = {"pixels": "Land cover (per pixel)",
+                               "cells": "Grid cells / parcels (one class per polygon)",
+                               "change": "Change samples (change / no change, Before → After)"}
+
 PRESETS: list[str] = WORDS["presets"]
 HEADS: list[str] = WORDS["heads"]
 BACKBONE_MODES: list[str] = WORDS["backbone_modes"]

@@ -23,6 +23,15 @@ def classify(raster: str, out: str, model: str | None = None, clusters: int | No
     return [("classify", {"raster": raster, "out": out, "model": model, "clusters": clusters, "profile": profile})]
 
 
+def classify_cells(raster: str, out: str, model: str, cell_size: int | None = None, zones: str | None = None,
+                   profile: str | None = None) -> list[Step]:
+    """Grid cells of `cell_size` px, or the `zones` polygons, classified into the GeoPackage `out`; then the
+    model's description (its class names and colours, for the style)."""
+    return [("classify-cells", {"raster": raster, "out": out, "model": model, "cell_size": cell_size,
+                                "zones": zones, "profile": profile}),
+            ("models", {"action": "show", "name": model})]
+
+
 def adapted_backbone(weights_dir: Path, model_name: str) -> Path:
     """Where scene adaptation before fine-tuning model `model_name` writes its backbone."""
     return Path(weights_dir) / f"adapted-{model_name}.pth"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,46 @@ def system_qgis_env(**extra) -> dict:
                                   if ".pyenv" not in p and ".venv" not in p)
     env["QT_QPA_PLATFORM"] = env.get("QT_QPA_PLATFORM", "offscreen")
     return {**env, **{k: str(v) for k, v in extra.items()}}
+
+
+def wait_for(done, timeout=300.0, what="the task"):
+    """Let Qt deliver task signals (they arrive on this, the main, thread) until done() is true."""
+    from qgis.PyQt.QtCore import QCoreApplication
+    end = time.monotonic() + timeout
+    while not done():
+        QCoreApplication.processEvents()
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} did not finish in {timeout} s")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def make_dock():
+    """Docks on a real message bar; each is closed at the end of its test, as unload does: tasks cancelled and
+    finished, then the widget deleted at once (a parentless dock left to Python's garbage collector could be
+    freed in the middle of a later signal)."""
+    from qgis.core import QgsProject
+    from qgis.gui import QgsMessageBar
+    from qgis.PyQt import sip
+    from specaware_qgis.dock import SpecAwareDock
+    QgsProject.instance().clear()
+    made = []
+
+    def make(**kw):
+        d = SpecAwareDock(QgsMessageBar(), **kw)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.cleanup()
+        wait_for(lambda: not d.queue.tasks, what="cancelled tasks")
+        sip.delete(d.bar)
+        sip.delete(d)
+    QgsProject.instance().clear()
+
+
+@pytest.fixture
+def dock(make_dock):
+    d = make_dock()
+    wait_for(lambda: not d.queue.tasks, what="the engine check")
+    return d

@@ -106,3 +106,31 @@ def test_qgis_process_fine_tunes_classifies_and_detects_change(deployed, tmp_pat
                           OUTPUT=tmp_path / "change")
     assert change["CHANGED_HA"] > 0 and Path(change["POLYGONS"]).is_file()
     assert Path(change["CHANGE"]).with_suffix(".qml").is_file()
+
+
+def qsettings_value(ini: Path, key: str):
+    """What QGIS reads from its profile's QGIS3.ini (Qt's own INI parser)."""
+    from qgis.PyQt.QtCore import QSettings
+    return QSettings(str(ini), QSettings.IniFormat).value(key)
+
+
+def test_deploy_enables_the_plugin_and_records_the_engine_python(tmp_path):
+    """The deployed plugin finds the engine that `build.py setup` made in this checkout, with nothing to type."""
+    profiles = tmp_path / "profiles"
+    ini = profiles / "default" / "QGIS" / "QGIS3.ini"
+    ini.parent.mkdir(parents=True)
+    ini.write_text("[locale]\nuserLocale=en_GB\n\n[specaware]\ndevice=cpu\n")
+    r = build("deploy", "--profiles-dir", str(profiles))
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    assert f"recorded the engine Python {venv_python}" in r.stdout and "enabled specaware_qgis" in r.stdout
+    assert qsettings_value(ini, "specaware/engine_python") == str(venv_python)  # the venv's, not its target's
+    assert qsettings_value(ini, "PythonPlugins/specaware_qgis") == "true"
+    assert qsettings_value(ini, "specaware/device") == "cpu" and qsettings_value(ini, "locale/userLocale") == "en_GB"
+
+    odd = tmp_path / "my engine, 2" / "python"  # a comma would make QSettings read a list
+    odd.parent.mkdir()
+    odd.symlink_to(sys.executable)
+    r = build("deploy", "--profiles-dir", str(profiles), "--engine-python", str(odd))
+    assert qsettings_value(ini, "specaware/engine_python") == str(odd)
+    r = build("deploy", "--profiles-dir", str(profiles))  # a Python the user chose is kept
+    assert qsettings_value(ini, "specaware/engine_python") == str(odd) and "keeps its engine Python" in r.stdout

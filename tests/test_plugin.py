@@ -3,30 +3,18 @@ worker, the dock's boxes, tasks, results and bad input, and the weights download
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import DATA, ROOT, need_shared
+from conftest import DATA, ROOT, need_shared, wait_for
 from scenes import NORTH_UP, labelled_raster, read_array, stripe_polygons, write_polygons
 from test_engine_io import WL20, make_tif, spectra
 
 pytestmark = pytest.mark.usefixtures("qgis_app", "slot_errors")
 QUICK_TRAIN = {"EPOCHS": 3}
-
-
-def wait_for(done, timeout=300.0, what="the task"):
-    """Let Qt deliver task signals (they arrive on this, the main, thread) until done() is true."""
-    from qgis.PyQt.QtCore import QCoreApplication
-    end = time.monotonic() + timeout
-    while not done():
-        QCoreApplication.processEvents()
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} did not finish in {timeout} s")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -152,38 +140,6 @@ def test_algorithm_error_is_the_engines_sentence(stripes, tmp_path):
 
 # --- the dock -------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def make_dock():
-    """Docks on a real message bar; each is closed at the end of its test, as unload does: tasks cancelled and
-    finished, then the widget deleted at once (a parentless dock left to Python's garbage collector could be
-    freed in the middle of a later signal)."""
-    from qgis.core import QgsProject
-    from qgis.gui import QgsMessageBar
-    from qgis.PyQt import sip
-    from specaware_qgis.dock import SpecAwareDock
-    QgsProject.instance().clear()
-    made = []
-
-    def make(**kw):
-        d = SpecAwareDock(QgsMessageBar(), **kw)
-        made.append(d)
-        return d
-    yield make
-    for d in made:
-        d.cleanup()
-        wait_for(lambda: not d.queue.tasks, what="cancelled tasks")
-        sip.delete(d.bar)
-        sip.delete(d)
-    QgsProject.instance().clear()
-
-
-@pytest.fixture
-def dock(make_dock):
-    d = make_dock()
-    wait_for(lambda: not d.queue.tasks, what="the engine check")
-    return d
-
-
 def messages(d) -> str:
     return " | ".join(item.text() for item in d.bar.items())
 
@@ -262,7 +218,7 @@ def test_dock_finetune_then_classify_adds_a_styled_group(dock, stripes, tmp_path
     choose(dock, raster, polygons, "dock-stripes", 3)
     dock.classify_section.out_widget.setFilePath(str(tmp_path / "out"))
     task = dock.train_section.finetune()
-    assert task is not None
+    assert task is not None, messages(dock)
     finished(dock, task, "fine-tune")
     assert task.error is None, task.error
     assert dock.classify_section.model_box.currentText().startswith("dock-stripes (3 classes")

@@ -13,7 +13,6 @@ from engine.core.errors import EngineError
 from engine.service.jobs import call
 from scenes import MATERIALS, NORTH_UP, stripe_polygons, write_polygons
 from test_engine_io import WL20, make_tif
-from test_plugin import make_dock  # noqa: F401 - the dock fixture
 from test_worker import WorkerProcess
 
 SIZE = 48
@@ -124,9 +123,10 @@ def test_suggest_from_the_cli_and_the_worker(trained, tmp_path, engine_env):
     assert json.loads(json.dumps(events[-1]["result"]))["out"] == str(tmp_path / "worker.gpkg")
 
 
-def test_dock_suggests_points_that_the_next_fine_tune_uses(qgis_app, slot_errors, make_dock, tmp_path):  # noqa: F811
+def test_dock_suggests_points_that_the_next_fine_tune_uses(qgis_app, slot_errors, make_dock, tmp_path):
     from specaware_qgis import settings
-    from test_plugin import choose, finished, messages, wait_for
+    from conftest import wait_for
+    from test_plugin import choose, finished, messages
     dock = make_dock()
     wait_for(lambda: not dock.queue.tasks, what="the engine check")
     raster = blended_raster(tmp_path / "scene.tif")

@@ -1,4 +1,5 @@
-"""A synthetic AVIRIS-NG-like scene with a known class map, built from measured and modelled spectra.
+"""A synthetic AVIRIS-NG-like scene with a known class map, built from measured and modelled spectra, and a second
+date of it with known changed blocks.
 
 The spectra come from the `earthlib` spectral library (MIT; 7,261 spectra at 400–2190 nm): soils, urban
 materials and PROSAIL canopies. Each is resampled to the AVIRIS-NG 425-band profile with a Gaussian spectral
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,8 @@ class Scene:
     polygons: Path
     truth: Path
     class_names: list[str]  # truth ids are 1…K in this order (sorted, as the engine's class scheme orders them)
+    world: World | None = field(default=None, repr=False)  # what was drawn: a second date can be drawn from it
+    sensor: str = "aviris_ng"
 
 
 def layout(size: int, rng) -> list[tuple[str, int, int, int, int]]:
@@ -223,46 +226,74 @@ def make_scene(out_dir: Path, size: int = 128, gsd: float = 3.0, seed: int = 0,
     truth_path = write_classes(out_dir / "truth.tif", truth, world.names, world.gt, world.srs)
     polygons = out_dir / "training.gpkg"
     write_training_polygons(polygons, world.objects, world.gt, world.srs, rng)
-    return Scene(raster, polygons, truth_path, world.names)
+    return Scene(raster, polygons, truth_path, world.names, world, sensor)
 
 
 @dataclass
 class ChangePair:
     before: Path
     after: Path
-    change: Path  # 1 = no change, 2 = change (every pixel known)
-    blocks: list[tuple[int, int, int, int]]
+    change: Path  # the known change: 1 = no change, 2 = change (0 = no data, as in every class map here)
+    blocks: list[tuple[str, str, int, int, int]]  # (from class, to class, x0, y0, side) in px
+
+
+def changed_ground(world: World, labels: np.ndarray, n_blocks: int, rng) -> tuple[list, list, list]:
+    """The world's objects and spectra with `n_blocks` squares turned into another class (new buildings, cleared
+    fields), each over ground of another class; and the blocks as (from class, to class, x0, y0, side)."""
+    objects, spectra, blocks = list(world.objects), list(world.spectra), []
+    side = max(6, world.size // 8)
+    for _ in range(n_blocks):
+        x0, y0 = (int(v) for v in rng.integers(2, world.size - side - 2, 2))
+        was = world.names[np.bincount(labels[y0:y0 + side, x0:x0 + side].ravel()).argmax() - 1]
+        now = str(rng.choice([c for c in world.names if c not in ("road", was)]))
+        objects.append((now, x0, y0, x0 + side, y0 + side))
+        spectra.append(object_spectra([(now,)], world.materials, rng)[0])
+        blocks.append((was, now, x0, y0, side))
+    return objects, spectra, blocks
+
+
+def second_look(world: World, labels: np.ndarray, sensor: str, n_blocks: int, rng) -> tuple[np.ndarray, np.ndarray,
+                                                                                             list]:
+    """(cube, known change 1/2, blocks): the world flown again by `sensor` with some ground changed, under other
+    illumination (a smooth per-band gain and an offset) and with new noise."""
+    objects, spectra, blocks = changed_ground(world, labels, n_blocks, rng)
+    after, _ = draw(world, sensor, rng, objects, spectra)
+    gain = 1 + 0.08 * np.sin(np.linspace(0, 3 * np.pi, after.shape[-1]))[None, None, :] + rng.uniform(-0.05, 0.05)
+    after = np.clip(after * gain.astype(np.float32) + np.float32(rng.uniform(0.0, 0.01)), 0, None)
+    change = np.ones((world.size, world.size), np.uint8)
+    for _, _, x0, y0, side in blocks:
+        change[y0:y0 + side, x0:x0 + side] = 2
+    return after, change, blocks
 
 
 def make_change_pair(out_dir: Path, size: int = 96, gsd: float = 3.0, seed: int = 0, sensors=("aviris_ng",
                                                                                                 "aviris_ng"),
                      n_blocks: int = 4) -> ChangePair:
-    """Two dates of one synthetic scene: the second seen under another illumination (a smooth per-band gain and
-    an offset), with new noise, by the same or another sensor, and `n_blocks` squares turned into another class
-    (new buildings, cleared fields). Writes both rasters and the change truth."""
+    """Two dates of a new synthetic scene, seen by the same or two sensors, with `n_blocks` changed squares
+    (`second_look`). Writes both rasters and the known change."""
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     world = make_world(size, gsd, rng)
-    before, labels_a = draw(world, sensors[0], rng)
-    blocks, new_objects, new_spectra = [], list(world.objects), list(world.spectra)
-    side = max(6, size // 8)
-    for _ in range(n_blocks):
-        x0, y0 = (int(v) for v in rng.integers(2, size - side - 2, 2))
-        under = np.bincount(labels_a[y0:y0 + side, x0:x0 + side].ravel()).argmax()
-        cls = str(rng.choice([c for c in world.names if c != "road" and world.names.index(c) + 1 != under]))
-        new_objects.append((cls, x0, y0, x0 + side, y0 + side))
-        new_spectra.append(object_spectra([(cls,)], world.materials, rng)[0])
-        blocks.append((x0, y0, x0 + side, y0 + side))
-    after, _ = draw(world, sensors[1], rng, new_objects, new_spectra)
-    gain = 1 + 0.08 * np.sin(np.linspace(0, 3 * np.pi, after.shape[-1]))[None, None, :] + rng.uniform(-0.05, 0.05)
-    after = np.clip(after * gain.astype(np.float32) + np.float32(rng.uniform(0.0, 0.01)), 0, None)
-    changed = np.zeros((size, size), np.uint8)
-    for x0, y0, x1, y1 in blocks:
-        changed[y0:y1, x0:x1] = 1
+    before, labels = draw(world, sensors[0], rng)
+    after, change, blocks = second_look(world, labels, sensors[1], n_blocks, rng)
     a = write_envi(out_dir / ("before_" + SENSOR_FILES[sensors[0]]), before, sensors[0], world.gt, world.srs)
     b = write_envi(out_dir / ("after_" + SENSOR_FILES[sensors[1]]), after, sensors[1], world.gt, world.srs)
-    truth = write_classes(out_dir / "change_truth.tif", changed + 1, ["no change", "change"], world.gt, world.srs)
+    truth = write_classes(out_dir / "change_truth.tif", change, ["no change", "change"], world.gt, world.srs)
     return ChangePair(a, b, truth, blocks)
+
+
+def make_second_date(scene: Scene, out_dir: Path, seed: int = 1, n_blocks: int = 4) -> ChangePair:
+    """The demo scene flown again a year later by its sensor (`second_look`), on the same grid: the pair and
+    the known change."""
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    world = scene.world
+    labels = gdal.Open(str(scene.truth)).ReadAsArray()
+    after, change, blocks = second_look(world, labels, scene.sensor, n_blocks, rng)
+    name = SENSOR_FILES[scene.sensor].replace("231102", "240615")  # the file name says the date and the sensor
+    b = write_envi(out_dir / name, after, scene.sensor, world.gt, world.srs)
+    truth = write_classes(out_dir / "change_truth.tif", change, ["no change", "change"], world.gt, world.srs)
+    return ChangePair(scene.raster, b, truth, blocks)
 
 
 def write_training_polygons(path: Path, objects, gt, srs, rng, per_class: int = 5) -> None:

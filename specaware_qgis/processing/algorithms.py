@@ -1,123 +1,66 @@
-"""SpecAware Processing algorithms. Each validates its inputs, runs its engine jobs (the chains of `workflows`,
-shared with the dock) through the same `Engine.run` as the dock, styles its outputs (a `.qml` beside each file)
-and loads them on completion."""
+"""SpecAware Processing algorithms. Each builds its engine jobs (the chains of `workflows`, shared with the dock),
+which the engine checks before the run and then runs through the same `Engine.run` as the dock, styles its outputs
+(a `.qml` beside each file) and loads them on completion."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterFile,
-                       QgsProcessingOutputFile, QgsProcessingOutputFolder, QgsProcessingOutputHtml,
-                       QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer, QgsProcessingOutputString,
-                       QgsProcessingOutputVectorLayer, QgsProcessingParameterEnum, QgsProcessingParameterField,
+from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputFile, QgsProcessingOutputFolder,
+                       QgsProcessingOutputHtml, QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer,
+                       QgsProcessingOutputString, QgsProcessingOutputVectorLayer, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterEnum, QgsProcessingParameterField, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorLayer)
 
 from .. import inputs, layers, workflows
-from ..client import EngineJobError
-from ..engine_process import Engine
 from ..inputs import InputError
 from ..settings import weights_dir
-from ..vocabulary import BACKBONE_MODES, CHANGE_METHODS, HEADS, PRESETS, TASKS, THRESHOLD_MODES
-from ..workflows import Step, run_steps
+from ..vocabulary import BACKBONE_MODES, CHANGE_METHODS, HEADS, PRESETS, TASK_LABELS, TASKS, THRESHOLD_MODES
+from .engine_algorithm import EngineAlgorithm
 
-TASK_CHOICES = {"pixels": "land cover (per pixel)", "cells": "grid cells / parcels (one label per polygon)"}
-TRAINING_TASKS = [t for t in TASKS if t in TASK_CHOICES]  # change models: the dock's supervised change
+TRAINING_TASKS = [t for t in TASKS if t != workflows.CHANGE_TASK]  # change models: the dock's supervised change
 TRAINING_TYPES = [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]
-
-
-class EngineAlgorithm(QgsProcessingAlgorithm):
-    """Shared plumbing: identity, help, and one engine job with progress, cancel and warnings."""
-
-    job = ""
-    algorithm_name = ""
-    title = ""
-    help = ""
-
-    def name(self) -> str:
-        return self.algorithm_name
-
-    def displayName(self) -> str:  # noqa: N802 - QGIS's names below
-        return self.title
-
-    def shortHelpString(self) -> str:
-        return self.help
-
-    def createInstance(self):
-        return type(self)()
-
-    def raster(self, parameters, name, context) -> str:
-        try:
-            return inputs.raster_path(self.parameterAsRasterLayer(parameters, name, context), name)
-        except InputError as e:
-            raise QgsProcessingException(str(e)) from e
-
-    def vector(self, parameters, name, context, feedback) -> tuple[str, str | None]:
-        path, layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
-            parameters, name, context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
-        return path, layer or None
-
-    def run_chain(self, steps: list[Step], feedback, finished=None) -> list[dict]:
-        """Run a chain of engine jobs one after another; progress over the whole chain, warnings as they come."""
-        last = [""]
-
-        def progress(fraction: float, message: str) -> None:
-            feedback.setProgress(100.0 * fraction)
-            if message and message != last[0]:
-                feedback.setProgressText(message)
-                last[0] = message
-
-        def run_job(job: str, params: dict, job_progress) -> dict:
-            result, warnings = Engine.shared().run(job, params, job_progress, feedback.isCanceled, self.title)
-            for w in warnings:
-                feedback.pushWarning(w)
-            return result
-        try:
-            return run_steps(steps, run_job, progress, finished)
-        except EngineJobError as e:
-            raise QgsProcessingException(str(e)) from e
-
-    def run_engine(self, params: dict, feedback) -> dict:
-        """Run the algorithm's one engine job."""
-        return self.run_chain([(self.job, params)], feedback)[-1]
-
-    @staticmethod
-    def load(context, path, name: str, output: str) -> None:
-        context.addLayerToLoadOnCompletion(str(path), QgsProcessingContext.LayerDetails(name, context.project(),
-                                                                                        output))
+INT, DOUBLE = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
+PROFILE_HELP = ("A built-in sensor key (aviris_classic, aviris_ng, aviris_3) or a JSON profile file, for a raster "
+                "without wavelength metadata. Empty: the profile is read from the raster's own metadata.")
 
 
 class ClassifyAlgorithm(EngineAlgorithm):
-    job, algorithm_name, title = "classify", "classify", "Classify raster"
+    algorithm_name, title = "classify", "Classify raster"
     help = ("Classify a hyperspectral raster with a fine-tuned SpecAware model (a name from the model list or a "
             "bundle folder), or into K unsupervised clusters. Writes classes.tif (named, coloured classes), "
             "confidence.tif and an HTML report with class areas.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"))
-        self.addParameter(QgsProcessingParameterString("MODEL", "Model (name or bundle folder)", optional=True))
-        self.addParameter(QgsProcessingParameterNumber("CLUSTERS", "Unsupervised clusters (0 = use the model)",
-                                                       QgsProcessingParameterNumber.Integer, 0, False, 0, 64))
-        self.addParameter(QgsProcessingParameterString("PROFILE", "Sensor profile (key or JSON file; empty = "
-                                                       "from the raster's metadata)", optional=True))
-        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))
+        self.add(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"),
+                 "The raster to classify; any size, read window by window.")
+        self.add(QgsProcessingParameterString("MODEL", "Model (name or bundle folder)", optional=True),
+                 "A model fine-tuned with 'Fine-tune from polygons' (its name) or a model bundle folder. Leave "
+                 "empty for unsupervised clusters.")
+        self.add(QgsProcessingParameterNumber("CLUSTERS", "Unsupervised clusters (0 = use the model)", INT, 0, False,
+                                              0, 64), "With no model: the number of k-means clusters (2–64).")
+        self.add(QgsProcessingParameterString("PROFILE", "Sensor profile (key or JSON file; empty = from the "
+                                              "raster's metadata)", optional=True), PROFILE_HELP)
+        self.add(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"),
+                 "Where classes.tif, confidence.tif and the report are written, all together or not at all.")
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", "Classes"))
         self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
         self.addOutput(QgsProcessingOutputHtml("REPORT", "Report"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def steps(self, parameters, context, feedback):
         model = self.parameterAsString(parameters, "MODEL", context).strip() or None
         clusters = self.parameterAsInt(parameters, "CLUSTERS", context) or None
         if (model is None) == (clusters is None):
             raise QgsProcessingException("give either a model or a number of clusters (2–64), not both")
-        out = Path(self.parameterAsString(parameters, "OUTPUT", context))
-        steps = workflows.classify(self.raster(parameters, "INPUT", context), str(out), model, clusters,
-                                   self.parameterAsString(parameters, "PROFILE", context) or None)
-        r = self.run_chain(steps, feedback)[-1]
-        names, colors = r["classes"]["names"], r["classes"]["colors"]
-        layers.class_layer(out / "classes.tif", names, colors)
+        return workflows.classify(self.raster(parameters, "INPUT", context), self.folder(parameters, "OUTPUT", context),
+                                  model, clusters, self.parameterAsString(parameters, "PROFILE", context) or None)
+
+    def finish(self, results, parameters, context, feedback):
+        r = results[-1]
+        out = Path(r["outputs"][0]).parent
+        layers.class_layer(out / "classes.tif", r["classes"]["names"], r["classes"]["colors"])
         layers.confidence_layer(out / "confidence.tif")
         self.load(context, out / "classes.tif", "SpecAware classes", "CLASSES")
         self.load(context, out / "confidence.tif", "SpecAware confidence", "CONFIDENCE")
@@ -126,40 +69,54 @@ class ClassifyAlgorithm(EngineAlgorithm):
 
 
 class FinetuneAlgorithm(EngineAlgorithm):
-    job, algorithm_name, title = "finetune", "finetune", "Fine-tune from polygons"
+    algorithm_name, title = "finetune", "Fine-tune from polygons"
     help = ("Fine-tune SpecAware on training polygons or points whose class is in a field. Train and validation "
             "are split by polygon. The new model appears in the model list under its name; its report gives "
             "OA, κ and per-class scores on the validation polygons.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"))
-        self.addParameter(QgsProcessingParameterVectorLayer("POLYGONS", "Training polygons or points",
-                                                            TRAINING_TYPES))
-        self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field",
-                                                      parentLayerParameterName="POLYGONS"))
-        self.addParameter(QgsProcessingParameterVectorLayer("VALIDATION", "Independent validation layer",
-                                                            TRAINING_TYPES, optional=True))
-        self.addParameter(QgsProcessingParameterString("NAME", "Model name"))
-        self.addParameter(QgsProcessingParameterEnum("PRESET", "Preset (when no checkpoint is configured)",
-                                                     PRESETS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum("TASK", "Task", [TASK_CHOICES[t] for t in TRAINING_TASKS],
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum("HEAD", "Head (land cover)", HEADS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer,
-                                                       40, False, 1, 1000))
-        self.addParameter(QgsProcessingParameterEnum("BACKBONE_MODE", "Backbone training", BACKBONE_MODES,
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterString("BACKBONE", "Backbone (checkpoint .pth, a model, or "
-                                                       "'random'; empty = the configured checkpoint)", optional=True))
-        self.addParameter(QgsProcessingParameterNumber("SEED", "Seed", QgsProcessingParameterNumber.Integer, 0,
-                                                       False, 0))
-        self.addParameter(QgsProcessingParameterNumber("ADAPT_MINUTES", "Adapt to this scene first: minutes of MAE "
-                                                       "pre-training (0 = no)", QgsProcessingParameterNumber.Double,
-                                                       0.0, False, 0.0, 600.0))
+        self.add(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"),
+                 "The raster the training polygons or points were drawn on.")
+        self.add(QgsProcessingParameterVectorLayer("POLYGONS", "Training polygons or points", TRAINING_TYPES),
+                 "Polygons or points with their class in a field; any CRS (they are reprojected and rasterised).")
+        self.add(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="POLYGONS"),
+                 "The field that holds each feature's class; at least two classes.")
+        self.add(QgsProcessingParameterVectorLayer("VALIDATION", "Independent validation layer", TRAINING_TYPES,
+                                                   optional=True),
+                 "Validation polygons with the same class field; without it a share of each class's polygons is "
+                 "held out.")
+        self.add(QgsProcessingParameterString("NAME", "Model name"),
+                 "The new model's name in the model list (an existing model of this name is never replaced).")
+        self.add(QgsProcessingParameterEnum("PRESET", "Preset (when no checkpoint is configured)", PRESETS,
+                                            defaultValue=0),
+                 "The encoder's size when it starts from a random initialisation; a configured checkpoint sets it.")
+        self.add(QgsProcessingParameterEnum("TASK", "Task", [TASK_LABELS.get(t, t) for t in TRAINING_TASKS],
+                                            defaultValue=0),
+                 "Land cover: a class per pixel. Grid cells / parcels: one class per polygon, classified as a whole "
+                 "by 'Classify grid cells'.")
+        self.add(QgsProcessingParameterEnum("HEAD", "Head (land cover)", HEADS, defaultValue=0),
+                 "linear (default): a logistic regression on frozen per-pixel SpecAware features, fitted in seconds, "
+                 "best with few labels; light: a small spatial head trained for the epochs; upernet: the paper's "
+                 "head, for large training sets on a GPU.")
+        self.add(QgsProcessingParameterNumber("EPOCHS", "Epochs", INT, 40, False, 1, 1000),
+                 "Passes over the training windows of the light and upernet heads; training stops early when "
+                 "validation stops improving (the linear head is fitted to convergence).")
+        self.add(QgsProcessingParameterEnum("BACKBONE_MODE", "Backbone training", BACKBONE_MODES, defaultValue=0),
+                 "frozen: the encoder's features are computed once (fast); last-2: its last two blocks train too; "
+                 "full: all of it.")
+        self.add(QgsProcessingParameterString("BACKBONE", "Backbone (checkpoint .pth, a model, or 'random'; empty = "
+                                              "the configured checkpoint)", optional=True),
+                 "Where the encoder's weights come from.")
+        self.add(QgsProcessingParameterNumber("SEED", "Seed", INT, 0, False, 0),
+                 "The seed of the split and the initialisation: the same seed gives the same model.")
+        self.add(QgsProcessingParameterNumber("ADAPT_MINUTES", "Adapt to this scene first: minutes of MAE "
+                                              "pre-training (0 = no)", DOUBLE, 0.0, False, 0.0, 600.0),
+                 "Minutes of masked-autoencoder training on the raster itself before fine-tuning from that "
+                 "backbone.")
         self.addOutput(QgsProcessingOutputFolder("BUNDLE", "Model bundle"))
         self.addOutput(QgsProcessingOutputHtml("REPORT", "Training report"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def steps(self, parameters, context, feedback):
         poly_layer = self.parameterAsVectorLayer(parameters, "POLYGONS", context)
         field = self.parameterAsString(parameters, "CLASS_FIELD", context)
         try:
@@ -180,13 +137,15 @@ class FinetuneAlgorithm(EngineAlgorithm):
                   "backbone": self.parameterAsString(parameters, "BACKBONE", context).strip() or None,
                   "seed": self.parameterAsInt(parameters, "SEED", context),
                   "task": TRAINING_TASKS[self.parameterAsEnum(parameters, "TASK", context)]}
+        return workflows.finetune(params, weights_dir(), self.parameterAsDouble(parameters, "ADAPT_MINUTES", context))
 
-        def adapted(job: str, result: dict) -> None:
-            if job == "adapt":
-                feedback.pushInfo(f"adapted backbone {result['backbone']}: {result['steps']} MAE steps, loss "
-                                  f"{result['loss_first']:.4f} → {result['loss_last']:.4f}")
-        steps = workflows.finetune(params, weights_dir(), self.parameterAsDouble(parameters, "ADAPT_MINUTES", context))
-        r = self.run_chain(steps, feedback, adapted)[-1]
+    def on_step(self, job, result, feedback):
+        if job == "adapt":
+            feedback.pushInfo(f"adapted backbone {result['backbone']}: {result['steps']} MAE steps, loss "
+                              f"{result['loss_first']:.4f} → {result['loss_last']:.4f}")
+
+    def finish(self, results, parameters, context, feedback):
+        r = results[-1]
         v = r.get("validation") or {}
         if v.get("oa") is not None:
             feedback.pushInfo(f"validation OA {v['oa']:.3f}, κ {v['kappa']:.3f}, mIoU {v.get('miou', 0):.3f}")
@@ -194,7 +153,7 @@ class FinetuneAlgorithm(EngineAlgorithm):
 
 
 class ChangeAlgorithm(EngineAlgorithm):
-    job, algorithm_name, title = "change", "detectchange", "Detect changes"
+    algorithm_name, title = "detectchange", "Detect changes"
     help = ("Change between two dates (any CRS, resolution, extent or sensor; the second is warped onto the first). "
             "Method: specaware (IR-MAD on each date's own bands, any two sensors; SpecAware features with a "
             "pretrained backbone), irmad (IR-MAD on the shared bands) or cva (CVA on the standardised shared bands). "
@@ -205,33 +164,47 @@ class ChangeAlgorithm(EngineAlgorithm):
             "areas (change.gpkg) and summary.json.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("BEFORE", "Before (date 1)"))
-        self.addParameter(QgsProcessingParameterRasterLayer("AFTER", "After (date 2)"))
-        self.addParameter(QgsProcessingParameterString("MODEL", "Change or classification model (optional)",
-                                                       optional=True))
-        self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", CHANGE_METHODS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterString("THRESHOLD", "Threshold ('significance', 'otsu' or a "
-                                                       "magnitude, −log10 p)", defaultValue=THRESHOLD_MODES[0]))
-        self.addParameter(QgsProcessingParameterNumber("P_VALUE", "p-value of the significance test",
-                                                       QgsProcessingParameterNumber.Double, 0.001, False, 1e-12, 0.5))
-        self.addParameter(QgsProcessingParameterNumber("MIN_AREA", "Minimum mapping unit (m²)",
-                                                       QgsProcessingParameterNumber.Double, 0.0, False, 0.0))
-        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))
+        self.add(QgsProcessingParameterRasterLayer("BEFORE", "Before (date 1)"),
+                 "The first date; the result is on its grid.")
+        self.add(QgsProcessingParameterRasterLayer("AFTER", "After (date 2)"),
+                 "The second date, read with its own sensor profile and warped onto the first date's grid.")
+        self.add(QgsProcessingParameterString("MODEL", "Change or classification model (optional)", optional=True),
+                 "A change model (trained on change / no-change samples) maps its probability of change; a "
+                 "land-cover model also classifies both dates (from–to). Empty: unsupervised.")
+        self.add(QgsProcessingParameterEnum("METHOD", "Method", CHANGE_METHODS, defaultValue=0),
+                 "specaware: each date's own bands (any two sensors); irmad: IR-MAD on the bands both dates share; "
+                 "cva: change vector analysis on the standardised shared bands.")
+        self.add(QgsProcessingParameterString("THRESHOLD", "Threshold ('significance', 'otsu' or a magnitude, "
+                                              "−log10 p)", defaultValue=THRESHOLD_MODES[0]),
+                 "'significance': a pixel has changed when its change is significant at the p-value below; 'otsu': "
+                 "the split between two modes of the magnitudes (refused when there is one); or a magnitude from "
+                 "0 to 30 (3 means p = 0.001).")
+        self.add(QgsProcessingParameterNumber("P_VALUE", "p-value of the significance test", DOUBLE, 0.001, False,
+                                              1e-12, 0.5),
+                 "The chance that an unchanged pixel is called changed; smaller maps less change.")
+        self.add(QgsProcessingParameterNumber("MIN_AREA", "Minimum mapping unit (m²)", DOUBLE, 0.0, False, 0.0),
+                 "Change polygons smaller than this are dropped.")
+        self.add(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"),
+                 "Where change.tif, magnitude.tif, change.gpkg and summary.json are written, all together or not "
+                 "at all.")
         self.addOutput(QgsProcessingOutputRasterLayer("CHANGE", "Change"))
         self.addOutput(QgsProcessingOutputRasterLayer("MAGNITUDE", "Change magnitude"))
         self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Change polygons"))
         self.addOutput(QgsProcessingOutputFile("SUMMARY", "Summary (JSON)"))
         self.addOutput(QgsProcessingOutputNumber("CHANGED_HA", "Changed area (ha)"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def steps(self, parameters, context, feedback):
         threshold = self.parameterAsString(parameters, "THRESHOLD", context).strip() or THRESHOLD_MODES[0]
-        out = Path(self.parameterAsString(parameters, "OUTPUT", context))
-        steps = workflows.change(self.raster(parameters, "BEFORE", context), self.raster(parameters, "AFTER", context),
-                                 str(out), threshold, self.parameterAsDouble(parameters, "MIN_AREA", context),
-                                 self.parameterAsString(parameters, "MODEL", context).strip() or None,
-                                 method=CHANGE_METHODS[self.parameterAsEnum(parameters, "METHOD", context)],
-                                 p_value=self.parameterAsDouble(parameters, "P_VALUE", context))
-        r = self.run_chain(steps, feedback)[-1]
+        return workflows.change(self.raster(parameters, "BEFORE", context), self.raster(parameters, "AFTER", context),
+                                self.folder(parameters, "OUTPUT", context), threshold,
+                                self.parameterAsDouble(parameters, "MIN_AREA", context),
+                                self.parameterAsString(parameters, "MODEL", context).strip() or None,
+                                method=CHANGE_METHODS[self.parameterAsEnum(parameters, "METHOD", context)],
+                                p_value=self.parameterAsDouble(parameters, "P_VALUE", context))
+
+    def finish(self, results, parameters, context, feedback):
+        r = results[-1]
+        out = Path(r["outputs"][0]).parent
         layers.change_layer(out / "change.tif")
         layers.magnitude_layer(out / "magnitude.tif")
         layers.change_polygons_layer(out / "change.gpkg")
@@ -244,53 +217,64 @@ class ChangeAlgorithm(EngineAlgorithm):
 
 
 class ClassifyCellsAlgorithm(EngineAlgorithm):
-    job, algorithm_name, title = "classify-cells", "classifycells", "Classify grid cells"
+    algorithm_name, title = "classifycells", "Classify grid cells"
     help = ("Label a regular grid of cells, or your own polygons (parcels), with a fine-tuned model: the class, "
             "its confidence and every class probability per feature.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"))
-        self.addParameter(QgsProcessingParameterString("MODEL", "Model (name or bundle folder)"))
-        self.addParameter(QgsProcessingParameterNumber("CELL_SIZE", "Cell size in pixels (0 = use the zones)",
-                                                       QgsProcessingParameterNumber.Integer, 32, False, 0))
-        self.addParameter(QgsProcessingParameterVectorLayer("ZONES", "Zones (parcels)",
-                                                            [QgsProcessing.TypeVectorPolygon], optional=True))
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Cells", "GeoPackage (*.gpkg)"))
+        self.add(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"), "The raster to classify.")
+        self.add(QgsProcessingParameterString("MODEL", "Model (name or bundle folder)"),
+                 "A cell model (Fine-tune with the task 'grid cells') classifies each cell as a whole; a land-cover "
+                 "model's per-pixel probabilities are averaged over each cell.")
+        self.add(QgsProcessingParameterNumber("CELL_SIZE", "Cell size in pixels (0 = use the zones)", INT, 32, False,
+                                              0), "Square cells of this many pixels; 0 to classify the zones instead.")
+        self.add(QgsProcessingParameterVectorLayer("ZONES", "Zones (parcels)", [QgsProcessing.TypeVectorPolygon],
+                                                   optional=True),
+                 "Your own polygons (fields, parcels), any CRS, used when the cell size is 0.")
+        self.add(QgsProcessingParameterFileDestination("OUTPUT", "Cells", "GeoPackage (*.gpkg)"),
+                 "The GeoPackage written, with class, confidence and p_<class> fields.")
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def steps(self, parameters, context, feedback):
         cell = self.parameterAsInt(parameters, "CELL_SIZE", context) or None
         zones = None
         if self.parameterAsVectorLayer(parameters, "ZONES", context) is not None:
             zones = self.vector(parameters, "ZONES", context, feedback)[0]
         if (cell is None) == (zones is None):
             raise QgsProcessingException("give either a cell size or a zones layer")
-        out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        self.run_engine({"raster": self.raster(parameters, "INPUT", context), "out": out, "cell_size": cell,
-                         "zones": zones, "model": self.parameterAsString(parameters, "MODEL", context).strip()},
-                        feedback)
-        self.load(context, out, "SpecAware cells", "OUTPUT")
-        return {"OUTPUT": out}
+        return workflows.classify_cells(self.raster(parameters, "INPUT", context),
+                                        self.parameterAsFileOutput(parameters, "OUTPUT", context),
+                                        self.parameterAsString(parameters, "MODEL", context).strip(), cell, zones)
+
+    def finish(self, results, parameters, context, feedback):
+        cells, model = results
+        layers.cells_layer(cells["out"], model["classes"]["names"], model["classes"]["colors"])
+        self.load(context, cells["out"], "SpecAware cells", "OUTPUT")
+        return {"OUTPUT": cells["out"]}
 
 
 class SensorProfileAlgorithm(EngineAlgorithm):
-    job, algorithm_name, title = "info", "sensorprofile", "Raster sensor profile"
+    algorithm_name, title = "sensorprofile", "Raster sensor profile"
     help = ("What the engine makes of a raster: sensor, processing level, bands used and dropped (with the reason), "
             "wavelength range and GSD. Use it to check a raster before classifying it.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster"))
-        self.addParameter(QgsProcessingParameterString("PROFILE", "Sensor profile (key or JSON file; empty = "
-                                                       "from the raster's metadata)", optional=True))
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Profile report", "JSON (*.json)",
-                                                                optional=True, createByDefault=False))
+        self.add(QgsProcessingParameterRasterLayer("INPUT", "Raster"), "The raster to describe.")
+        self.add(QgsProcessingParameterString("PROFILE", "Sensor profile (key or JSON file; empty = from the "
+                                              "raster's metadata)", optional=True), PROFILE_HELP)
+        self.add(QgsProcessingParameterFileDestination("OUTPUT", "Profile report", "JSON (*.json)", optional=True,
+                                                       createByDefault=False),
+                 "Optionally, the whole profile as a JSON file.")
         self.addOutput(QgsProcessingOutputString("SENSOR", "Sensor"))
         self.addOutput(QgsProcessingOutputString("LEVEL", "Processing level"))
         self.addOutput(QgsProcessingOutputNumber("BANDS_USED", "Bands used"))
         self.addOutput(QgsProcessingOutputNumber("GSD", "GSD (m)"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        r = self.run_engine({"raster": self.raster(parameters, "INPUT", context),
-                             "profile": self.parameterAsString(parameters, "PROFILE", context) or None}, feedback)
+    def steps(self, parameters, context, feedback):
+        return [("info", {"raster": self.raster(parameters, "INPUT", context),
+                          "profile": self.parameterAsString(parameters, "PROFILE", context) or None})]
+
+    def finish(self, results, parameters, context, feedback):
+        r = results[-1]
         feedback.pushInfo(f"{r['sensor_name']} ({r['sensor']}), level {r['level']}, {r['bands_used']} of "
                           f"{r['bands']} bands used, GSD {r['gsd_m']} m")
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
@@ -301,40 +285,48 @@ class SensorProfileAlgorithm(EngineAlgorithm):
 
 
 class PretrainAlgorithm(EngineAlgorithm):
-    job, algorithm_name, title = "pretrain", "pretrain", "Pretrain (masked autoencoder)"
+    algorithm_name, title = "pretrain", "Pretrain (masked autoencoder)"
     help = ("Self-supervised pre-training of SpecAware on your own archive: a folder of rasters (any sensor, each "
             "with its profile) or Hyper-400K-style .npz patches with manifest.csv. Writes checkpoints, loss.csv, "
             "loss.png and backbone.pth (the official key layout: use it as a fine-tuning backbone). Several GPUs "
             "or nodes: run `torchrun ... -m engine pretrain` instead.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile("DATA", "Data folder (rasters, or manifest.csv + .npz)",
-                                                     QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterString("INIT", "Start from ('random', a checkpoint .pth or a run "
-                                                       "folder; empty = random)", optional=True))
-        self.addParameter(QgsProcessingParameterEnum("PRESET", "Preset (random start)", PRESETS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber("STEPS", "Optimiser steps", QgsProcessingParameterNumber.Integer,
-                                                       1000, False, 1))
-        self.addParameter(QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer,
-                                                       8, False, 1))
-        self.addParameter(QgsProcessingParameterNumber("PATCH", "Patch size (px)", QgsProcessingParameterNumber.Integer,
-                                                       64, False, 16))
-        self.addParameter(QgsProcessingParameterBoolean("RESUME", "Resume the run in the output folder", False))
-        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Run folder"))
+        self.add(QgsProcessingParameterFile("DATA", "Data folder (rasters, or manifest.csv + .npz)",
+                                            QgsProcessingParameterFile.Folder),
+                 "A folder of rasters, or of .npz patches listed in manifest.csv.")
+        self.add(QgsProcessingParameterString("INIT", "Start from ('random', a checkpoint .pth or a run folder; "
+                                              "empty = random)", optional=True),
+                 "The weights to continue from; a run folder resumes nothing, it starts from that run's backbone.")
+        self.add(QgsProcessingParameterEnum("PRESET", "Preset (random start)", PRESETS, defaultValue=0),
+                 "The encoder's size for a random start.")
+        self.add(QgsProcessingParameterNumber("STEPS", "Optimiser steps", INT, 1000, False, 1),
+                 "How many optimiser steps to train.")
+        self.add(QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", INT, 8, False, 1),
+                 "Patches per step (all of one sensor).")
+        self.add(QgsProcessingParameterNumber("PATCH", "Patch size (px)", INT, 64, False, 16),
+                 "The side of the square patches cut from the rasters.")
+        self.add(QgsProcessingParameterBoolean("RESUME", "Resume the run in the output folder", False),
+                 "Continue an interrupted run from its last checkpoint.")
+        self.add(QgsProcessingParameterFolderDestination("OUTPUT", "Run folder"),
+                 "Where checkpoints, loss.csv, loss.png and backbone.pth are written.")
         self.addOutput(QgsProcessingOutputFile("BACKBONE", "Backbone (.pth)"))
         self.addOutput(QgsProcessingOutputFile("LOSS_PLOT", "Loss curve (PNG)"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        out = self.parameterAsString(parameters, "OUTPUT", context)
-        r = self.run_engine({"data": self.parameterAsFile(parameters, "DATA", context), "out": out,
-                             "init": self.parameterAsString(parameters, "INIT", context).strip() or None,
-                             "preset": PRESETS[self.parameterAsEnum(parameters, "PRESET", context)],
-                             "steps": self.parameterAsInt(parameters, "STEPS", context),
-                             "batch_size": self.parameterAsInt(parameters, "BATCH_SIZE", context),
-                             "patch": self.parameterAsInt(parameters, "PATCH", context),
-                             "resume": self.parameterAsBoolean(parameters, "RESUME", context)}, feedback)
+    def steps(self, parameters, context, feedback):
+        return [("pretrain", {"data": self.parameterAsFile(parameters, "DATA", context),
+                              "out": self.folder(parameters, "OUTPUT", context),
+                              "init": self.parameterAsString(parameters, "INIT", context).strip() or None,
+                              "preset": PRESETS[self.parameterAsEnum(parameters, "PRESET", context)],
+                              "steps": self.parameterAsInt(parameters, "STEPS", context),
+                              "batch_size": self.parameterAsInt(parameters, "BATCH_SIZE", context),
+                              "patch": self.parameterAsInt(parameters, "PATCH", context),
+                              "resume": self.parameterAsBoolean(parameters, "RESUME", context)})]
+
+    def finish(self, results, parameters, context, feedback):
+        r = results[-1]
         feedback.pushInfo(f"{r['steps']} steps, loss {r['loss_first']:.4f} → {r['loss_last']:.4f}")
-        return {"BACKBONE": str(Path(out) / "backbone.pth"), "LOSS_PLOT": str(Path(out) / "loss.png")}
+        return {"BACKBONE": r["backbone"], "LOSS_PLOT": str(Path(r["backbone"]).with_name("loss.png"))}
 
 
 ALGORITHMS = [ClassifyAlgorithm, FinetuneAlgorithm, ChangeAlgorithm, ClassifyCellsAlgorithm, SensorProfileAlgorithm,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer
+from qgis.core import Qgis, QgsProject, QgsRasterLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox
 from qgis.PyQt.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QPushButton
 
@@ -35,7 +35,8 @@ class ChangeSection(QgsCollapsibleGroupBox):
         self.queue, self.say, self.project = queue, say, project
         self.output_root, self.train = output_root, train
         self.last_change: dict | None = None
-        self.before, self.after = RasterChoice(queue, self), RasterChoice(queue, self)
+        self.before = RasterChoice(queue, project, self)
+        self.after = RasterChoice(queue, project, self, avoid=self.before.box.currentLayer)
         self.mode_box = QComboBox()
         for key, text in CHANGE_MODES:
             self.mode_box.addItem(text, key)
@@ -43,7 +44,8 @@ class ChangeSection(QgsCollapsibleGroupBox):
         self.change_field_box = QgsFieldComboBox()
         self.change_field_box.setAllowEmptyFieldName(True)
         self.change_polygons_box.layerChanged.connect(self.change_field_box.setLayer)
-        self.fromto_model_box = ModelBox()
+        self.change_model_box = ModelBox((workflows.CHANGE_TASK,), first="New: train on the change samples")
+        self.fromto_model_box = ModelBox(("pixels",))
         self.method_box = QComboBox()
         for key in CHANGE_METHODS:
             self.method_box.addItem(METHOD_LABELS.get(key, key), key)
@@ -79,14 +81,17 @@ class ChangeSection(QgsCollapsibleGroupBox):
             layout.addRow("", choice.label)
             layout.addRow(f"{when} profile", choice.profile)
         layout.addRow("Mode", self.mode_box)
+        layout.addRow("Change model", self.change_model_box)
         layout.addRow("Change samples", self.change_polygons_box)
         layout.addRow("Change field", self.change_field_box)
         layout.addRow("Classification model", self.fromto_model_box)
         layout.addRow("Method", self.method_box)
         layout.addRow("Threshold", row(self.threshold_box, self.p_value_spin, self.magnitude_spin))
         layout.addRow("Minimum mapping unit", self.min_area_spin)
-        layout.addRow(row(self.detect_button, self.export_button))
+        layout.addRow(self.detect_button)
+        layout.addRow(self.export_button)
         self.mode_box.currentIndexChanged.connect(self._mode_changed)
+        self.change_model_box.currentIndexChanged.connect(self._mode_changed)
         self._mode_changed()
         self.detect_button.clicked.connect(self.detect_changes)
         self.export_button.clicked.connect(lambda: self.export_change_polygons())
@@ -102,8 +107,9 @@ class ChangeSection(QgsCollapsibleGroupBox):
 
     def _mode_changed(self) -> None:
         mode = self.mode_box.currentData()
-        for w in (self.change_polygons_box, self.change_field_box):
-            w.setEnabled(mode == "supervised")
+        self.change_model_box.setEnabled(mode == "supervised")
+        for w in (self.change_polygons_box, self.change_field_box):  # samples train a new change model
+            w.setEnabled(mode == "supervised" and self.change_model_box.currentData() is None)
         self.fromto_model_box.setEnabled(mode == "fromto")
 
     def detect_changes(self) -> EngineTask | None:
@@ -116,7 +122,8 @@ class ChangeSection(QgsCollapsibleGroupBox):
             folder = inputs.run_folder(self.output_root(), "change", self.after.layer_name())
             model = samples = None
             if mode == "supervised":
-                samples = self._samples()
+                model = self.change_model_box.currentData()  # a change model trained before (Train › Task)
+                samples = None if model else self._samples()
             elif mode == "fromto":
                 model = self.fromto_model_box.currentData()
                 if not model:
@@ -162,16 +169,10 @@ class ChangeSection(QgsCollapsibleGroupBox):
                                                   "GeoPackage (*.gpkg);;ESRI Shapefile (*.shp);;GeoJSON (*.geojson)")
             if not path:
                 return None
-        layer = QgsVectorLayer(str(src), "change polygons", "ogr")  # already styled; the project holds it open
-        opts = QgsVectorFileWriter.SaveVectorOptions()
-        opts.driverName = QgsVectorFileWriter.driverForExtension(Path(path).suffix) or "GPKG"
-        tmp = Path(path).with_name(f".part-{Path(path).name}")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        err = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(tmp), self.project.transformContext(), opts)
-        if err[0] != QgsVectorFileWriter.NoError:
-            self.say(f"could not write {path}: {err[1]}", Qgis.Critical)
+        try:
+            layers.export_vectors(src, Path(path), self.project.transformContext())
+        except RuntimeError as e:
+            self.say(str(e), Qgis.Critical)
             return None
-        for sibling in tmp.parent.glob(f"{tmp.stem}.*"):  # a Shapefile is several files
-            sibling.replace(Path(path).with_suffix(sibling.suffix))
         self.say(f"change polygons exported to {path}", Qgis.Success)
         return path

@@ -214,7 +214,7 @@ def test_resume_belongs_to_its_run(world, monkeypatch):
     from engine.service.jobs import call
     f = world["files"]
     params = dict(raster=f["scene"], polygons=f["polygons"], class_field="class", out=str(world["out"] / "resumed"),
-                  epochs=4, window=32, frozen_pool=8, windows_per_epoch=8)
+                  epochs=4, window=32, frozen_pool=8, windows_per_epoch=8, head="light")  # epochs to resume
     seen = []
     with pytest.raises(Cancelled):
         call("finetune", lambda fr, m: seen.append(m), lambda: sum("epoch" in m for m in seen) >= 2, **params)

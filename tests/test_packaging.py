@@ -55,7 +55,7 @@ def test_package_follows_the_rules():
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
-    """The zip installed into a fresh QGIS profile folder and enabled there."""
+    """The zip installed into a fresh QGIS profile folder, where deploy enables it (the tests below run it)."""
     if not shutil.which("qgis_process.bin"):
         pytest.skip("needs qgis_process.bin (Debian package qgis, installed by `python3 build.py setup` as root)")
     base = tmp_path_factory.mktemp("qgis-config")
@@ -63,9 +63,6 @@ def deployed(tmp_path_factory):
     assert (base / "profiles" / "default" / "python" / "plugins" / "specaware_qgis" / "engine").is_dir()
     env = system_qgis_env(QGIS_CUSTOM_CONFIG_PATH=base, SPECAWARE_ENGINE_PYTHON=sys.executable,
                           SPECAWARE_DATA_DIR=base / "data")  # no PYTHONPATH: the deployed copy stands on its own
-    r = subprocess.run(["qgis_process.bin", "plugins", "enable", "specaware_qgis"], env=env, capture_output=True,
-                       text=True)
-    assert r.returncode == 0, r.stderr
     return env
 
 

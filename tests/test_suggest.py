@@ -127,11 +127,11 @@ def test_dock_suggests_points_that_the_next_fine_tune_uses(qgis_app, slot_errors
     from specaware_qgis import settings
     from conftest import wait_for
     from test_plugin import choose, finished, messages
+    settings.put("output_dir", tmp_path / "out")  # the dock's output folder starts there
     dock = make_dock()
     wait_for(lambda: not dock.queue.tasks, what="the engine check")
     raster = blended_raster(tmp_path / "scene.tif")
     polygons = write_polygons(tmp_path / "train.gpkg", stripe_polygons())
-    settings.put("output_dir", tmp_path / "out")
     choose(dock, raster, polygons, "dock-suggest")
     train = dock.train_section
     assert finished(dock, train.finetune(), "fine-tune").error is None

@@ -335,13 +335,23 @@ def _profile_from_metadata(path, n: int, meta: dict, named: str | None, given: b
             idx = subset[1] if subset else np.arange(n)
             fwhm = list(np.asarray(base_prof.fwhm_nm)[idx])
         else:
-            fwhm = list(np.gradient(np.asarray(wl))) if n > 1 else [10.0]
+            fwhm = spacing_fwhm(wl) if n > 1 else [10.0]
             warnings.warn(f"{Path(path).name}: no FWHM in the metadata; using the band spacing instead",
                           SpecAwareWarning, stacklevel=3)
     return SensorProfile(name=base.name if base else (meta.get("sensor_type") or "other sensor"),
                          sensor=key or "others", level=None, wavelength_nm=wl, fwhm_nm=list(map(float, fwhm)),
                          bad_bands=meta["bad_bands"], bad_windows_nm=base.bad_windows_nm if base else [],
                          gsd=base.gsd if base else None, source="raster metadata", sensor_reason=reason)
+
+
+def spacing_fwhm(wavelength_nm) -> list[float]:
+    """Each band's FWHM estimated as its spacing to its neighbours in wavelength order (overlapping spectrometers
+    list their bands out of order), at least half the median spacing."""
+    wl = np.asarray(wavelength_nm, float)
+    order = np.argsort(wl)
+    local = np.empty_like(wl)
+    local[order] = np.gradient(wl[order])
+    return [float(v) for v in np.maximum(local, 0.5 * float(np.median(np.diff(wl[order]))))]
 
 
 def warn_dropped(profile: SensorProfile, path) -> None:

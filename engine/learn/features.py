@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import EngineError
-from .metrics import score
+from .metrics import honest_accuracy, score
 from .trainer import Trainer
 
 
@@ -17,7 +17,8 @@ class FeatureTrainer(Trainer):
     monitor = "kappa"
 
     def __init__(self, model, features: np.ndarray, labels: np.ndarray, val_features: np.ndarray,
-                 val_labels: np.ndarray, names: list[str], cfg, device, penalty=None, **kw):
+                 val_labels: np.ndarray, names: list[str], cfg, device, penalty=None,
+                 val_units: np.ndarray | None = None, **kw):
         present = np.unique(labels)
         if len(present) < 2:
             raise EngineError(f"training needs labelled pixels of at least two classes; found only "
@@ -25,7 +26,7 @@ class FeatureTrainer(Trainer):
         self.x = torch.from_numpy(features).float().to(device)
         self.y = torch.from_numpy(labels.astype(np.int64) - 1).to(device)
         self.val_x = torch.from_numpy(val_features).float().to(device)
-        self.val_y = val_labels.astype(np.int64)
+        self.val_y, self.val_units = val_labels.astype(np.int64), val_units  # units: the pixels' polygons
         self.names, self.penalty = names, penalty  # penalty(): a regulariser added to the loss, weighed by 1/n
         self.by_class = [np.flatnonzero(labels == c) for c in present]
         super().__init__(model, cfg, device, **kw)
@@ -49,7 +50,9 @@ class FeatureTrainer(Trainer):
         self.model.eval()
         return self.model.classify(x).argmax(1).cpu().numpy() + 1
 
-    def evaluate(self) -> dict | None:
+    def evaluate(self, final: bool = False) -> dict | None:
         if not len(self.val_y):
             return None
-        return score(self.val_y, self.predict(self.val_x), self.names)
+        pred = self.predict(self.val_x)
+        return honest_accuracy(self.val_y, pred, self.names, self.val_units) if final else score(self.val_y, pred,
+                                                                                                 self.names)

@@ -86,7 +86,8 @@ class ChangeSection(QgsCollapsibleGroupBox):
         layout.addRow("Change field", self.change_field_box)
         layout.addRow("Classification model", self.fromto_model_box)
         layout.addRow("Method", self.method_box)
-        layout.addRow("Threshold", row(self.threshold_box, self.p_value_spin, self.magnitude_spin))
+        layout.addRow("Threshold", self.threshold_box)
+        layout.addRow("", row(self.p_value_spin, self.magnitude_spin))  # the one the threshold uses
         layout.addRow("Minimum mapping unit", self.min_area_spin)
         layout.addRow(self.detect_button)
         layout.addRow(self.export_button)

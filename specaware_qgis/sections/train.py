@@ -81,7 +81,8 @@ class TrainSection(QgsCollapsibleGroupBox):
         layout.addRow("Labelled suggestions", self.samples_box)
         layout.addRow(self._advanced())
         layout.addRow(self.finetune_button)
-        layout.addRow(row(self.suggest_spin, self.suggest_button))
+        layout.addRow("Suggest", self.suggest_spin)
+        layout.addRow(self.suggest_button)
         self.task_box.currentIndexChanged.connect(
             lambda _: self.head_box.setEnabled(self.task_box.currentData() == "pixels"))  # the others have their own
         self.finetune_button.clicked.connect(self.finetune)

@@ -18,11 +18,12 @@ from .measures import ChangeMeasure
 
 def labelled_features(measure: ChangeMeasure, source: PairSource, labels: LabelSet, tile: int, device,
                       cancel: CancelFn | None = None) -> tuple[np.ndarray, ...]:
-    """(train features [n, F], train classes [n], validation features, validation classes) of the labelled
-    pixels, read in the tiles that hold them."""
+    """(train features [n, F], train classes [n], validation features, validation classes, validation polygons)
+    of the labelled pixels, read in the tiles that hold them."""
     grid = TileGrid(source.width, source.height, tile)
     seen = np.zeros(labels.train.shape, bool)  # the last row and column of tiles overlap the ones before
     parts = {"train": ([], []), "val": ([], [])}
+    units, val_units = [], labels.val_units()
     for y0 in grid.rows:
         for x0 in grid.columns:
             x, y, w, h = grid.window(x0, y0)
@@ -38,13 +39,15 @@ def labelled_features(measure: ChangeMeasure, source: PairSource, labels: LabelS
                 keep = (t > 0) & valid & fresh
                 parts[name][0].append(f[:, keep].T)
                 parts[name][1].append(t[keep])
+                if name == "val":
+                    units.append(val_units[y:y + h, x:x + w][keep])
             seen[y:y + h, x:x + w] = True
     out = []
     for name in ("train", "val"):
         feats, ys = parts[name]
         out += [np.concatenate(feats) if feats else np.zeros((0, CHANGE_FEATURES)),
                 np.concatenate(ys) if ys else np.zeros(0, int)]
-    return tuple(out)
+    return (*out, np.concatenate(units) if units else np.zeros(0, int))
 
 
 def train_change_model(model, measure: ChangeMeasure, source: PairSource, labels: LabelSet, change_class: str,
@@ -52,12 +55,12 @@ def train_change_model(model, measure: ChangeMeasure, source: PairSource, labels
     """Fit the classifier's logistic layer on the labelled pixels' pair features (standardised once), starting
     from the unsupervised significance rule and pulled back towards it: 20 labels per class adjust the rule
     without swinging with the sample."""
-    ft, yt, fv, yv = labelled_features(measure, source, labels, tile, device, trainer_options.get("cancel"))
+    ft, yt, fv, yv, units = labelled_features(measure, source, labels, tile, device, trainer_options.get("cancel"))
     model.feature_mean.copy_(torch.from_numpy(ft.mean(axis=0)).float())
     model.feature_std.copy_(torch.from_numpy(np.maximum(ft.std(axis=0), 1e-6)).float())
     model.start_from_significance(labels.scheme.names.index(change_class))
     trainer = FeatureTrainer(model, ft, yt, fv, yv, labels.scheme.names, cfg, device, penalty=model.prior_penalty,
-                             **trainer_options)
+                             val_units=units, **trainer_options)
     return trainer.run(resume=resume)
 
 

@@ -24,11 +24,11 @@ def classify(raster: str, out: str, model: str | None = None, clusters: int | No
 
 
 def classify_cells(raster: str, out: str, model: str, cell_size: int | None = None, zones: str | None = None,
-                   profile: str | None = None) -> list[Step]:
+                   profile: str | None = None, overwrite: bool = False) -> list[Step]:
     """Grid cells of `cell_size` px, or the `zones` polygons, classified into the GeoPackage `out`; then the
     model's description (its class names and colours, for the style)."""
     return [("classify-cells", {"raster": raster, "out": out, "model": model, "cell_size": cell_size,
-                                "zones": zones, "profile": profile}),
+                                "zones": zones, "profile": profile, "overwrite": overwrite}),
             ("models", {"action": "show", "name": model})]
 
 
@@ -44,7 +44,8 @@ def finetune(params: dict, weights_dir: Path, adapt_minutes: float = 0.0, list_m
     steps: list[Step] = [("finetune", params)]
     if adapt_minutes > 0:
         adapt = {k: params[k] for k in ADAPT_KEYS if k in params}
-        adapt.update(minutes=adapt_minutes, out=str(adapted_backbone(weights_dir, params["out"])))
+        adapt.update(minutes=adapt_minutes, out=str(adapted_backbone(weights_dir, params["out"])),
+                     overwrite=True)  # the plugin's own backbone for this model name
         steps = [("adapt", adapt), ("finetune", lambda done: {**params, "backbone": done[0]["backbone"]})]
     if list_models:
         steps.append(("models", {"action": "list"}))

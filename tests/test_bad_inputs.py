@@ -236,3 +236,20 @@ def test_a_folder_named_like_a_model_in_the_working_directory_is_not_that_model(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(EngineError, match="no model 'shadow': give a bundle folder or one of the saved models"):
         call("classify", raster=world["files"]["scene"], out=str(tmp_path / "o"), model="shadow")
+
+
+@pytest.mark.parametrize("job,params", [
+    ("suggest", lambda f: {"raster": f["scene"], "model": "any", "count": 3}),
+    ("classify-cells", lambda f: {"raster": f["scene"], "model": "any", "cell_size": 8}),
+    ("adapt", lambda f: {"raster": [f["scene"]], "minutes": 0.1}),
+])
+def test_an_existing_output_file_is_left_alone_unless_overwrite_is_asked(world, tmp_path, job, params):
+    """An analyst's own file under the output name (labelled points, say) is never replaced by accident."""
+    from engine.core.errors import EngineError
+    from engine.service.jobs import parse
+    mine = tmp_path / ("mine.pth" if job == "adapt" else "mine.gpkg")
+    mine.write_bytes(b"the analyst's labelled points")
+    with pytest.raises(EngineError, match=r"out: .*mine\.(gpkg|pth) exists already and is left alone; choose another"):
+        parse(job, {**params(world["files"]), "out": str(mine)}).validate()
+    assert mine.read_bytes() == b"the analyst's labelled points"
+    parse(job, {**params(world["files"]), "out": str(mine), "overwrite": True}).validate()  # asked for: allowed

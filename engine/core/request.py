@@ -113,9 +113,21 @@ class Request:
                 _check_value(name, p, v)
         self.check()
         self.check_outputs_spare_inputs()
+        self.check_existing_outputs()
 
     def check(self) -> None:
         """Rules between fields (override)."""
+
+    def check_existing_outputs(self) -> None:
+        """An output file that exists already is replaced only when the request says `overwrite`: a job never
+        destroys a file it was not asked to replace (the analyst's labelled points, say)."""
+        if getattr(self, "overwrite", False):
+            return
+        for name, _, p, _ in self.spec():
+            value = getattr(self, name)
+            if p.kind == "out-file" and value is not None and exists(Path(str(value)).expanduser()):
+                raise EngineError(f"{name}: {shorten(value)} exists already and is left alone; choose another file "
+                                  "name, or ask for it to be replaced (overwrite, --overwrite)")
 
     def input_paths(self) -> list[Path]:
         """Every input file the request names (with ENVI headers beside rasters)."""

@@ -25,6 +25,7 @@ class AdaptRequest(Request):
     raster: list[str] = param(help="a raster to adapt to (repeatable)", kind="raster")
     minutes: float = param(help="time budget in minutes", lo=0.0, hi=10000.0, lo_open=True)
     out: str = param(help="the adapted backbone, a .pth file", kind="out-file")
+    overwrite: bool = param(False, "replace the output file if it exists (never done otherwise)")
     backbone: str | None = param(None, "start from this checkpoint (default: the configured one, else random)",
                                  kind="model")
     preset: str = param("tiny", "preset when starting from random", choices=PRESETS)

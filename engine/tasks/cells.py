@@ -37,6 +37,7 @@ class CellsRequest(SensorChoice):
     cell_size: int | None = param(None, "square grid cells of this many pixels", lo=1, hi=100000)
     zones: str | None = param(None, "polygons to classify (parcels, fields), any CRS", kind="vector")
     out: str = param(help="output .gpkg", kind="out-file")
+    overwrite: bool = param(False, "replace the output file if it exists (never done otherwise)")
 
     def check(self) -> None:
         if (self.cell_size is None) == (self.zones is None):

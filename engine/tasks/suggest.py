@@ -37,6 +37,7 @@ class SuggestRequest(SensorChoice):
     model: str = param(help="model name or bundle folder")
     count: int = param(20, "how many points to suggest", lo=1, hi=10000)
     out: str = param(help="output .gpkg of points", kind="out-file")
+    overwrite: bool = param(False, "replace the output file if it exists (never done otherwise)")
     polygons: str | None = param(None, "labels drawn already (points are kept away from them); default: the model's "
                                        "training layer and samples when it was trained on this raster", kind="vector")
 

@@ -243,7 +243,8 @@ class ClassifyCellsAlgorithm(EngineAlgorithm):
             raise QgsProcessingException("give either a cell size or a zones layer")
         return workflows.classify_cells(self.raster(parameters, "INPUT", context),
                                         self.parameterAsFileOutput(parameters, "OUTPUT", context),
-                                        self.parameterAsString(parameters, "MODEL", context).strip(), cell, zones)
+                                        self.parameterAsString(parameters, "MODEL", context).strip(), cell, zones,
+                                        overwrite=True)  # QGIS asked about replacing the destination already
 
     def finish(self, results, parameters, context, feedback):
         cells, model = results

@@ -42,6 +42,10 @@ def test_processing_algorithms_are_registered():
     ids = {a.id() for a in QgsApplication.processingRegistry().providerById("specaware").algorithms()}
     assert ids == {"specaware:classify", "specaware:finetune", "specaware:detectchange", "specaware:classifycells",
                    "specaware:sensorprofile", "specaware:pretrain"}
+    for alg in QgsApplication.processingRegistry().providerById("specaware").algorithms():
+        bare = [p.name() for p in alg.parameterDefinitions() if len(p.help().strip()) < 20]
+        assert bare == [], f"{alg.id()}: parameters without help: {bare}"
+        assert alg.shortHelpString().count("<dt>") == len(alg.parameterDefinitions())  # the help panel lists them
 
 
 def test_sensor_profile_algorithm_on_a_real_aviris_ng_chip(tmp_path):

@@ -63,7 +63,7 @@ def test_adapt_then_finetune_from_the_adapted_backbone(tmp_path):
     assert [job for job, _ in steps] == ["adapt", "finetune", "models"]
     adapt = steps[0][1]
     assert adapt == {"raster": "/d/scene.tif", "preset": "small", "seed": 7, "profile": "aviris_ng", "minutes": 2.5,
-                     "out": str(tmp_path / "adapted-stripes.pth")}
+                     "out": str(tmp_path / "adapted-stripes.pth"), "overwrite": True}  # the plugin's own file
     backbone = str(tmp_path / "adapted-stripes.pth")
     calls, results, _ = run_chain(steps, {"adapt": {"backbone": backbone, "steps": 12},
                                           "finetune": {"bundle": "/m/stripes"}, "models": {"models": []}})

@@ -1,6 +1,5 @@
 """The per-pixel spectral head computes what its layers say (LayerNorm on [p, p/(|m|+1e-3), m] and the MLP)
-without building those features, for one date and for two, with the same parameters as before."""
-import pytest
+without building those features, with the same parameters as before."""
 import torch
 
 import engine.model.segmenter as segmenter
@@ -10,32 +9,27 @@ from engine.model.segmenter import PixelHead, build_segmenter, spectral_projecti
 
 def explicit(head: PixelHead, spectral: torch.Tensor) -> torch.Tensor:
     """The head as its layers read: per-pixel features built, normalised and fed to the MLP (the test's oracle)."""
-    per_date = []
-    for d in spectral.float().split(head.planes + 1, dim=1):
-        proj, mean = d[:, :-1], d[:, -1:]
-        per_date.append(torch.cat([proj, proj / (mean.abs() + 1e-3), mean], dim=1))
-    if head.dates > 1:
-        per_date.append(per_date[1] - per_date[0])
-    z = torch.cat(per_date, dim=1).permute(0, 2, 3, 1)
+    x = spectral.float()
+    proj, mean = x[:, :-1], x[:, -1:]
+    z = torch.cat([proj, proj / (mean.abs() + 1e-3), mean], dim=1).permute(0, 2, 3, 1)
     return head.mlp(head.norm(z)).permute(0, 3, 1, 2)
 
 
-def features(dates: int, h: int = 12, w: int = 10, seed: int = 0) -> torch.Tensor:
+def features(h: int = 12, w: int = 10, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 129 * dates, h, w, generator=g) * 0.3 + 0.1
-    x[:, 128::129] = torch.rand(2, dates, h, w, generator=g) * 0.5  # each date's mean value
+    x = torch.randn(2, 129, h, w, generator=g) * 0.3 + 0.1
+    x[:, 128] = torch.rand(2, h, w, generator=g) * 0.5  # the mean value
     x[0, 128, 0, 0] = 0.0  # a black pixel: the brightness-normalised part is large there
     return x
 
 
-@pytest.mark.parametrize("dates", [1, 2])
-def test_folded_head_equals_the_explicit_layers_values_and_gradients(dates):
-    torch.manual_seed(dates)
-    head = PixelHead(5, dates=dates)
+def test_folded_head_equals_the_explicit_layers_values_and_gradients():
+    torch.manual_seed(1)
+    head = PixelHead(5)
     with torch.no_grad():  # an affine norm that is not the identity, as after training
         head.norm.weight.uniform_(0.5, 1.5)
         head.norm.bias.uniform_(-0.3, 0.3)
-    x = features(dates)
+    x = features()
     got, want = head(x), explicit(head, x)
     assert got.shape == want.shape == (2, 5, 12, 10)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -48,7 +42,7 @@ def test_folded_head_equals_the_explicit_layers_values_and_gradients(dates):
 
 def test_pixel_blocks_change_nothing(monkeypatch):
     head = PixelHead(4)
-    x = features(1, h=23, w=17)
+    x = features(h=23, w=17)
     whole = head(x)
     monkeypatch.setattr(segmenter, "PIXEL_BLOCK", 50)  # 391 pixels in 8 blocks, the last one short
     torch.testing.assert_close(head(x), whole, rtol=1e-6, atol=1e-6)

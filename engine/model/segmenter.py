@@ -75,59 +75,50 @@ class PixelHead(nn.Module):
     Tokens summarise k×k pixels; this branch keeps each pixel's own spectrum in the decision, which matters for
     objects a few pixels wide (roads, roofs). Its logits are added to the spatial head's.
 
-    Each pixel's input is z = [p, p / (|m| + 1e-3), m] per date (p the projection, m the mean; with two dates
-    also their difference), then LayerNorm and an MLP. The forward never builds z: the norm's scale and the
-    first layer are folded into one weight per date that multiplies [p, m] directly, and the norm's mean and
-    variance come from sums of p, so the head costs two small matrix products per pixel, channels first.
+    Each pixel's input is z = [p, p / (|m| + 1e-3), m] (p the projection, m the mean), then LayerNorm and an MLP.
+    The forward never builds z: the norm's scale and the first layer are folded into one weight that multiplies
+    [p, m] directly, and the norm's mean and variance come from sums of p, so the head costs two small matrix
+    products per pixel, channels first.
     """
 
-    def __init__(self, num_classes: int, width: int = 128, planes: int = 128, dates: int = 1):
+    def __init__(self, num_classes: int, width: int = 128, planes: int = 128):
         super().__init__()
-        self.planes, self.dates = planes, dates
-        n_in = (2 * planes + 1) * (dates + (dates > 1))  # with two dates, their difference too
+        self.planes = planes
+        n_in = 2 * planes + 1
         self.norm = nn.LayerNorm(n_in)
         self.mlp = nn.Sequential(nn.Linear(n_in, width), nn.GELU(), nn.Linear(width, width // 2),
                                  nn.GELU(), nn.Linear(width // 2, num_classes))
-        # z's groups from the dates' own features: each date, and with two dates the second minus the first
-        mix = torch.ones(1, 1) if dates == 1 else torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 1.0]])
-        self.register_buffer("mix", mix, persistent=False)
 
     def forward(self, spectral: torch.Tensor) -> torch.Tensor:
         B, _, H, W = spectral.shape
-        s = spectral.reshape(B, self.dates, self.planes + 1, H * W)
+        s = spectral.reshape(B, self.planes + 1, H * W)
         folded = self.folded()
         step = PIXEL_BLOCK if s.device.type == "cpu" else H * W
         out = [self.pixels(s[..., i:i + step], *folded) for i in range(0, H * W, step)]
         return (out[0] if len(out) == 1 else torch.cat(out, -1)).reshape(B, -1, H, W)
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The norm's scale and the first layer as one weight per date [dates, 2·width, planes + 1] (rows on
-        [p, m], then rows on p to be scaled by r), the sums of the scaled weights, and the first layer's bias."""
-        D, mix, first = self.planes, self.mix, self.mlp[0]
-        folded = (first.weight * self.norm.weight).reshape(first.out_features, len(mix), 2 * D + 1)
-        per_date = torch.einsum("hgf,gd->dhf", folded, mix)  # weight on each date's [p, p·r, m]
-        zero = per_date.new_zeros(per_date.shape[:2] + (1,))
-        weight = torch.cat([torch.cat([per_date[..., :D], per_date[..., 2 * D:]], -1),
-                            torch.cat([per_date[..., D:2 * D], zero], -1)], 1)
-        return weight, folded.sum((1, 2)), first.weight @ self.norm.bias + first.bias
+        """The norm's scale and the first layer as one weight [2·width, planes + 1] (rows on [p, m], then rows on
+        p to be scaled by r), the sums of the scaled weights, and the first layer's bias."""
+        D, first = self.planes, self.mlp[0]
+        folded = first.weight * self.norm.weight  # weight on [p, p·r, m]
+        zero = folded.new_zeros(folded.shape[0], 1)
+        weight = torch.cat([torch.cat([folded[:, :D], folded[:, 2 * D:]], -1),
+                            torch.cat([folded[:, D:2 * D], zero], -1)], 0)
+        return weight, folded.sum(1), first.weight @ self.norm.bias + first.bias
 
     def pixels(self, s: torch.Tensor, weight: torch.Tensor, weight_sum: torch.Tensor,
                bias: torch.Tensor) -> torch.Tensor:
-        """Logits [B, K, n] of n pixels' features s [B, dates, planes + 1, n]."""
-        D, mix, width = self.planes, self.mix, bias.shape[0]
+        """Logits [B, K, n] of n pixels' features s [B, planes + 1, n]."""
+        D, width = self.planes, bias.shape[0]
         n, eps = self.norm.normalized_shape[0], self.norm.eps
         s32 = s.float()
-        p, m = s32[:, :, :D], s32[:, :, D:]  # [B, dates, D, n], [B, dates, 1, n]
+        p, m = s32[:, :D], s32[:, D:]  # [B, D, n], [B, 1, n]
         r = 1.0 / (m.abs() + 1e-3)
-        total = (mix.sum(0)[:, None, None] * (p.sum(2, keepdim=True) * (1 + r) + m)).sum(1)
-        gram, sq, t = mix.T @ mix, 0, None
-        for d in range(self.dates):
-            for e in range(d + 1):
-                pp = (p[:, d] * p[:, e]).sum(1, keepdim=True)
-                sq = sq + gram[d, e] * (1 if d == e else 2) * (pp * (1 + r[:, d] * r[:, e]) + m[:, d] * m[:, e])
-            y = torch.matmul(weight[d], s[:, d])  # [B, 2·width, n]
-            part = torch.addcmul(y[:, :width], y[:, width:], r[:, d])
-            t = part if t is None else t.add_(part)
+        total = p.sum(1, keepdim=True) * (1 + r) + m
+        sq = (p * p).sum(1, keepdim=True) * (1 + r * r) + m * m
+        y = torch.matmul(weight, s)  # [B, 2·width, n]
+        t = torch.addcmul(y[:, :width], y[:, width:], r)
         mean = total / n
         rstd = torch.rsqrt((sq / n - mean * mean).clamp_min(0) + eps)
         t = t.float().addcmul_(weight_sum[:, None], mean, value=-1)
@@ -141,14 +132,13 @@ class Segmenter(nn.Module):
     """`encoder` (the checkpoint's layout), a spatial `head` on its taps, and a `pixel_head` on each pixel's
     spectrum; `encode` and `decode` are split so a frozen encoder's features can be cached."""
 
-    def __init__(self, cfg: SpecAwareConfig, head: str, num_classes: int, dates: int = 1):
+    def __init__(self, cfg: SpecAwareConfig, head: str, num_classes: int):
         super().__init__()
         self.cfg = cfg
         self.head_kind = head
         self.encoder = SpecAwareEncoder(cfg)
-        width = cfg.embed_dim * (1 if dates == 1 else 3)  # two dates: both and their difference
-        self.head = build_head(head, width, len(cfg.feature_blocks), num_classes, cfg.patch_size)
-        self.pixel_head = PixelHead(num_classes, planes=cfg.wv_planes, dates=dates)
+        self.head = build_head(head, cfg.embed_dim, len(cfg.feature_blocks), num_classes, cfg.patch_size)
+        self.pixel_head = PixelHead(num_classes, planes=cfg.wv_planes)
 
     def encode(self, x: torch.Tensor, spec: SpectralInput) -> Features:
         wl, fw, gsd = spec.tensors(x.shape[0], x.device)

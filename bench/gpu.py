@@ -22,7 +22,6 @@ torch.compile arm for the encoder (minutes of compilation). Figures go to bench_
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from streaming import TILE, WIDTH, make_envi  # noqa: E402
+from streaming import TILE, WIDTH, loadavg, make_envi  # noqa: E402
 
 from engine.core.runtime import Runtime  # noqa: E402
 from engine.io.stream import stream_predictions  # noqa: E402
@@ -221,13 +220,16 @@ def keep_up(name: str, lines: int, batch: int, tile: int, dev) -> dict:
         conf[~valid] = np.nan
         counts[:] += np.bincount(cls.ravel(), minlength=7)
 
+    strips = EnviStrips(path, lines)
+
     def classify():
         counts[:] = 0
-        stream_predictions(EnviStrips(path, lines), model_fn, 6, on_rows, tile, tile // 7, batch_size=batch)
+        stream_predictions(strips, model_fn, 6, on_rows, tile, tile // 7, batch_size=batch)
     raw_read()  # the page cache warm for both arms
     t = interleaved({"raw": raw_read, "classify": classify}, dev, 2)
     gb = path.stat().st_size / 1e9
     del cube
+    strips.reader.close()
     if "--keep" not in sys.argv:  # only the files made here: bench streaming's rasters may lie beside them
         path.unlink()
         path.with_suffix(".hdr").unlink()
@@ -248,7 +250,7 @@ def main() -> int:
     dry = "--cpu-dry-run" in sys.argv
     quick = "--quick" in sys.argv or dry
     name, tile = ("tiny", 64) if dry else ("base", TILE)
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if os.path.exists("/proc/loadavg") else "?"
+    load = loadavg()
     res = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cuda": torch.version.cuda,
            "preset": name, "load_before": load}
     print(f"{name} preset, {tile} px tiles × {BANDS} bands, torch {torch.__version__}; load average {load}",

@@ -10,7 +10,7 @@ from osgeo import gdal, osr
 
 from ..core.errors import EngineError, shorten
 from .datasets import open_raster
-from .raster import RasterSource
+from .raster import RasterSource, detected_profile
 from .sensors import gsd_from_geotransform
 from .strips import StackedStrip
 from .vectors import raster_footprint, spatial_ref
@@ -98,7 +98,7 @@ def open_pair(before: str, after: str, workdir: Path, profile=None, sensor=None,
     a_path, b_path, facts = pair(before, after, workdir)
     sources = []
     for path, user_path, opts in ((a_path, before, (profile, sensor, level)), (b_path, after, (after_profile,))):
-        prof = RasterSource.open(user_path, *opts).profile
+        prof = detected_profile(user_path, *opts)
         paired = gdal.Open(path)
         prof.gsd = gsd_from_geotransform(paired.GetGeoTransform()) or prof.gsd  # pixels now on the first grid
         sources.append(RasterSource(user_path, prof, paired))
@@ -115,9 +115,7 @@ class PairSource:
         self.bands = list(range(len(a.bands) + len(b.bands)))
 
     def read(self, x, y, w, h):
-        va, ma = self.a.read(x, y, w, h)
-        vb, mb = self.b.read(x, y, w, h)
-        return np.concatenate([va, vb]), ma & mb
+        return self.read_strip(x, y, w, h).values()
 
     def read_strip(self, x, y, w, h, reuse: StackedStrip | None = None, pool=None) -> StackedStrip:
         """Both dates' strips of the window, for the streaming driver."""

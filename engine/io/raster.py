@@ -42,6 +42,14 @@ def line_reader(ds) -> LineReader | None:
     return reader
 
 
+def detected_profile(path: str | Path, profile=None, sensor: str | None = None, level: str | None = None,
+                     ds=None) -> SensorProfile:
+    """The raster's detected (or chosen) sensor profile; warns once about bands it cannot use."""
+    prof = profile_for_raster(path, ds or open_raster(path), profile, sensor, level)
+    warn_dropped(prof, path)
+    return prof
+
+
 class RasterSource:
     """Reads windows of the profile's good bands as float32 [C, h, w] plus a validity mask [h, w]."""
 
@@ -55,15 +63,13 @@ class RasterSource:
                               "(out of range or water vapour); check the sensor profile")
         self.width, self.height = self.ds.RasterXSize, self.ds.RasterYSize
         self.nodata = {NODATA_DEFAULT} | ({profile.nodata} if profile.nodata is not None else set())
-        self.lines = line_reader(self.ds)
+        self.lines = line_reader(self.ds)  # checked while the file is as it was opened
 
     @classmethod
     def open(cls, path: str | Path, profile=None, sensor: str | None = None, level: str | None = None, ds=None):
         """The raster with its detected (or chosen) sensor profile; warns once about bands it cannot use."""
         ds = ds or open_raster(path)
-        prof = profile_for_raster(path, ds, profile, sensor, level)
-        warn_dropped(prof, path)
-        return cls(path, prof, ds)
+        return cls(path, detected_profile(path, profile, sensor, level, ds), ds)
 
     @property
     def wavelength(self) -> np.ndarray:

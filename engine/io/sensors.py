@@ -275,7 +275,7 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
                               "choose a profile with the same number of bands")
         prof = SensorProfile.from_dict(chosen.to_dict())
     elif meta["wavelength_nm"] is not None:
-        prof = _profile_from_metadata(path, n, meta, sensor or sensor_from_name(path), bool(sensor))
+        prof = _profile_from_metadata(path, n, meta, sensor or sensor_from_name(path))
     else:
         fits = [f"{k} ({p.name})" for k, p in all_profiles().items() if p.n_bands == n]
         hint = (f"profiles with {n} bands: {', '.join(fits)}" if fits else
@@ -304,7 +304,7 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
     return prof
 
 
-def _profile_from_metadata(path, n: int, meta: dict, named: str | None, given: bool) -> SensorProfile:
+def _profile_from_metadata(path, n: int, meta: dict, named: str | None) -> SensorProfile:
     """A profile from the raster's own band table; the sensor from the option or file name, else the header's
     sensor type, else a built-in whose band table this is (whole or a subset), else 'others'."""
     wl = meta["wavelength_nm"]
@@ -314,7 +314,7 @@ def _profile_from_metadata(path, n: int, meta: dict, named: str | None, given: b
     base_prof = match[1] if match else (subset[0] if subset else None)
     if named:
         key = named
-        reason = "chosen: sensor was given" if given else f"the file name {Path(path).name!r} follows {key}'s pattern"
+        reason = f"the file name {Path(path).name!r} follows {key}'s pattern"  # a given sensor says so later
     elif header_named:
         key = header_key or "others"
         reason = f"the header's sensor type {meta['sensor_type']!r}" + ("" if header_key else

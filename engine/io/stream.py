@@ -89,7 +89,7 @@ def _reader(source: StripSource, grid: TileGrid, batch_size: int, free: queue.Qu
     def fill(strip, tile: np.ndarray, x: int, h: int, w: int) -> None:
         strip.fill(tile[:, :h, :w], x, w)
         if (h, w) != tile.shape[1:]:  # a raster smaller than one tile
-            tile[:] = grid.pad(tile[:, :h, :w].copy())
+            tile[:] = grid.pad(tile[:, :h, :w])  # np.pad makes a new array before it is copied back
 
     try:
         strip, batch = None, None
@@ -108,7 +108,7 @@ def _reader(source: StripSource, grid: TileGrid, batch_size: int, free: queue.Qu
                                 return
                             batch = Batch(values)
                         _, _, w, h = grid.window(x0, y0)
-                        valid = strip.valid[:, x0 - xa:x0 - xa + w].copy()
+                        valid = strip.valid[:, x0 - xa:x0 - xa + w]  # each strip has its own mask
                         slot = None
                         if valid.any():
                             slot = batch.filled

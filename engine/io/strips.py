@@ -60,7 +60,24 @@ def invalid_pixels(parts: list[np.ndarray], nodata: set[float]) -> np.ndarray:
     return invalid
 
 
-class Strip:
+class Values:
+    """What a strip offers besides `fill`: the whole window as float32 values with its validity."""
+
+    bands: int
+    valid: np.ndarray
+
+    def fill(self, out: np.ndarray, x: int, w: int) -> None:
+        raise NotImplementedError
+
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 values [C, h, w], valid [h, w]) of the whole strip."""
+        h, w = self.valid.shape
+        out = np.empty((self.bands, h, w), np.float32)
+        self.fill(out, 0, w)
+        return out, self.valid
+
+
+class Strip(Values):
     """A window in the file's data type, as band runs [c, h, w], with its validity [h, w] and the scale to
     reflectance; `buffer` is what the next read of the same size may reuse."""
 
@@ -89,15 +106,8 @@ class Strip:
         if bad.any():
             out[:, bad] = 0
 
-    def values(self) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 values [C, h, w], valid [h, w]) of the whole strip."""
-        h, w = self.valid.shape
-        out = np.empty((self.bands, h, w), np.float32)
-        self.fill(out, 0, w)
-        return out, self.valid
 
-
-class StackedStrip:
+class StackedStrip(Values):
     """Several strips of the same pixels read as one: bands one after the other, valid where all are."""
 
     def __init__(self, parts: list):
@@ -109,6 +119,7 @@ class StackedStrip:
         return sum(p.bands for p in self.parts)
 
     def fill(self, out: np.ndarray, x: int, w: int) -> None:
+        """Each part's columns into its own bands of `out`, zeroed where that part has no data."""
         c = 0
         for p in self.parts:
             p.fill(out[c:c + p.bands], x, w)

@@ -90,6 +90,7 @@ class Scene:
     class_names: list[str]  # truth ids are 1…K in this order (sorted, as the engine's class scheme orders them)
     world: World | None = field(default=None, repr=False)  # what was drawn: a second date can be drawn from it
     sensor: str = "aviris_ng"
+    labels: np.ndarray | None = field(default=None, repr=False)  # the known class map as written to `truth`
 
 
 def layout(size: int, rng) -> list[tuple[str, int, int, int, int]]:
@@ -226,7 +227,7 @@ def make_scene(out_dir: Path, size: int = 128, gsd: float = 3.0, seed: int = 0,
     truth_path = write_classes(out_dir / "truth.tif", truth, world.names, world.gt, world.srs)
     polygons = out_dir / "training.gpkg"
     write_training_polygons(polygons, world.objects, world.gt, world.srs, rng)
-    return Scene(raster, polygons, truth_path, world.names, world, sensor)
+    return Scene(raster, polygons, truth_path, world.names, world, sensor, truth)
 
 
 @dataclass
@@ -288,8 +289,7 @@ def make_second_date(scene: Scene, out_dir: Path, seed: int = 1, n_blocks: int =
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     world = scene.world
-    labels = gdal.Open(str(scene.truth)).ReadAsArray()
-    after, change, blocks = second_look(world, labels, scene.sensor, n_blocks, rng)
+    after, change, blocks = second_look(world, scene.labels, scene.sensor, n_blocks, rng)
     name = SENSOR_FILES[scene.sensor].replace("231102", "240615")  # the file name says the date and the sensor
     b = write_envi(out_dir / name, after, scene.sensor, world.gt, world.srs)
     truth = write_classes(out_dir / "change_truth.tif", change, ["no change", "change"], world.gt, world.srs)

@@ -36,8 +36,8 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float = 
     x, y = x.double(), y.long()
     counts = torch.bincount(y, minlength=num_classes).double()
     balance = torch.where(counts > 0, len(y) / (num_classes * counts.clamp_min(1)), torch.zeros_like(counts))
-    w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, device=x.device, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, device=x.device, requires_grad=True)
     l2 = 1.0 / (c * len(y))
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10,
                             history_size=20, line_search_fn="strong_wolfe")

@@ -1,9 +1,10 @@
 """The few-label head: a linear classifier (multinomial logistic regression) on frozen per-pixel SpecAware features.
 
 Each pixel is described by its spectrum projected on the encoder's own band embeddings (absolute and brightness-
-normalised, as the per-pixel head reads it), by the spectrum itself resampled to the training bands, and, when
-validation chose them, by the encoder's last-block tokens. The features are standardised with the training
-scene's statistics; the weights are fitted in closed form by `learn/linear.py`, not by gradient epochs.
+normalised, as the per-pixel head reads it), by the spectrum itself resampled to the training bands, and
+optionally (`tokens`, off in every fit so far) by the encoder's last-block tokens. The features are standardised
+with the training scene's statistics; the weights are fitted to convergence by `learn/linear.py` (L-BFGS on a
+convex loss), not by gradient epochs.
 """
 from __future__ import annotations
 

@@ -98,6 +98,12 @@ def bundle_classifier(bundle: Bundle, source: RasterSource, runtime: Runtime):
     return (lambda x: net(x, spec).softmax(1)), classes["names"], classes["colors"], bundle.meta["tile"], facts
 
 
+def stream_overlap(head: str | None, tile: int) -> int:
+    """Tile overlap when streaming: none for the per-pixel linear head (it has no spatial context to blend across
+    tile edges), a quarter tile for heads that read neighbouring pixels."""
+    return 0 if head == "linear" else tile // 4
+
+
 def cluster_classifier(req: ClassifyRequest, source: RasterSource, runtime: Runtime, progress: ProgressFn,
                        cancel: CancelFn | None):
     """k-means on the encoder's token features of tiles spread over the raster; pixels get the upsampled soft
@@ -190,7 +196,8 @@ def classify(req: ClassifyRequest, runtime: Runtime | None = None, progress: Pro
             forward, names, colors, tile, facts = cluster_classifier(req, source, runtime, progress, cancel)
         offset = 0.1 if req.clusters else 0.0
         result = classify_to_geotiffs(source, runtime.model_fn(forward), names, [hex_to_rgb(c) for c in colors],
-                                      out, tile=tile, overlap=tile // 4, progress=scaled(progress, offset, 1.0),
+                                      out, tile=tile, overlap=stream_overlap(facts.get("head"), tile),
+                                      progress=scaled(progress, offset, 1.0),
                                       cancel=cancel, write_probabilities=req.probabilities)
         report = class_report(req, source, result, names, colors, facts, runtime)
         if req.validation:

@@ -21,7 +21,7 @@ from ..io.stream import stream_predictions
 from ..io.vectors import create_gpkg_layer, rasterize, read_features, spatial_ref
 from ..io.writers import OutputSet
 from ..model.bundles import load_bundle
-from .classify import bundle_classifier
+from .classify import bundle_classifier, stream_overlap
 from .options import SensorChoice
 
 CANDIDATES_PER_POINT = 16  # grid cells per wanted point, each keeping its most uncertain pixel of every class
@@ -148,7 +148,7 @@ def suggest(req: SuggestRequest, runtime: Runtime | None = None, progress: Progr
     progress = progress or no_progress
     bundle = load_bundle(req.model)
     source = RasterSource.open(req.raster, req.profile, req.sensor, req.level)
-    forward, names, _, tile, _ = bundle_classifier(bundle, source, runtime)
+    forward, names, _, tile, facts = bundle_classifier(bundle, source, runtime)
     taken, layers = labelled_mask(req, bundle, source)
     cands = Candidates(source.width, source.height, len(names), req.count)
 
@@ -156,7 +156,8 @@ def suggest(req: SuggestRequest, runtime: Runtime | None = None, progress: Progr
         usable = valid if taken is None else valid & ~taken[y:y + probs.shape[1]]
         cands.add(y, probs, usable)
 
-    stream_predictions(source, runtime.model_fn(forward), len(names), on_rows, tile, tile // 4,
+    stream_predictions(source, runtime.model_fn(forward), len(names), on_rows, tile,
+                       stream_overlap(facts["head"], tile),
                        progress=lambda f, m: progress(0.95 * f, f"classifying: {m}"), cancel=cancel)
     chosen = cands.choose(req.count, source.width, source.height)
     if not chosen:

@@ -24,3 +24,5 @@ TASKS: list[str] = WORDS["tasks"]
 DEVICES: list[str] = WORDS["devices"]
 CHANGE_METHODS: list[str] = WORDS["change_methods"]
 THRESHOLD_MODES: list[str] = WORDS["threshold_modes"]
+CHANGE_TASK = "change"  # the task word for training a change model
+SCENE_TASKS: list[str] = [t for t in TASKS if t != CHANGE_TASK]  # models that classify one raster

@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Union
 
+from .vocabulary import CHANGE_TASK
+
 Params = Union[dict, Callable[[list], dict]]
 Step = tuple[str, Params]
 RunJob = Callable[[str, dict, Callable[[float, str], None]], dict]
 
-CHANGE_TASK = "change"  # the engine's task word (resources/vocabulary.json) for training a change model
 ADAPT_KEYS = ("raster", "preset", "backbone", "seed", "profile")  # what adaptation shares with fine-tuning
 
 
@@ -25,11 +26,10 @@ def classify(raster: str, out: str, model: str | None = None, clusters: int | No
 
 def classify_cells(raster: str, out: str, model: str, cell_size: int | None = None, zones: str | None = None,
                    profile: str | None = None, overwrite: bool = False) -> list[Step]:
-    """Grid cells of `cell_size` px, or the `zones` polygons, classified into the GeoPackage `out`; then the
-    model's description (its class names and colours, for the style)."""
+    """Grid cells of `cell_size` px, or the `zones` polygons, classified into the GeoPackage `out` (the result
+    names the model's classes and colours, for the style)."""
     return [("classify-cells", {"raster": raster, "out": out, "model": model, "cell_size": cell_size,
-                                "zones": zones, "profile": profile, "overwrite": overwrite}),
-            ("models", {"action": "show", "name": model})]
+                                "zones": zones, "profile": profile, "overwrite": overwrite})]
 
 
 def adapted_backbone(weights_dir: Path, model_name: str) -> Path:

@@ -93,6 +93,7 @@ def classify_cells(req: CellsRequest, runtime: Runtime | None = None, progress: 
     return {"out": str(out_path), "cells": written, "cells_without_valid_pixels": int(empty.sum()),
             "cells_per_class": {name: int(((top == k) & ~empty).sum()) for k, name in enumerate(names)},
             "model": facts["model"], "device": runtime.device_name, "method": facts["method"],
+            "classes": {k: bundle.meta["classes"][k] for k in ("names", "colors")},  # for the caller's style
             "seconds": round(time.perf_counter() - t0, 2), "warnings": warnings_out}
 
 

@@ -17,10 +17,10 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 from .. import inputs, layers, workflows
 from ..inputs import InputError
 from ..settings import weights_dir
-from ..vocabulary import BACKBONE_MODES, CHANGE_METHODS, HEADS, PRESETS, TASK_LABELS, TASKS, THRESHOLD_MODES
+from ..vocabulary import (BACKBONE_MODES, CHANGE_METHODS, HEADS, PRESETS, SCENE_TASKS, TASK_LABELS,
+                          THRESHOLD_MODES)
 from .engine_algorithm import EngineAlgorithm
 
-TRAINING_TASKS = [t for t in TASKS if t != workflows.CHANGE_TASK]  # change models: the dock's supervised change
 TRAINING_TYPES = [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]
 INT, DOUBLE = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
 PROFILE_HELP = ("A built-in sensor key (aviris_classic, aviris_ng, aviris_3) or a JSON profile file, for a raster "
@@ -90,7 +90,7 @@ class FinetuneAlgorithm(EngineAlgorithm):
         self.add(QgsProcessingParameterEnum("PRESET", "Preset (when no checkpoint is configured)", PRESETS,
                                             defaultValue=0),
                  "The encoder's size when it starts from a random initialisation; a configured checkpoint sets it.")
-        self.add(QgsProcessingParameterEnum("TASK", "Task", [TASK_LABELS.get(t, t) for t in TRAINING_TASKS],
+        self.add(QgsProcessingParameterEnum("TASK", "Task", [TASK_LABELS.get(t, t) for t in SCENE_TASKS],
                                             defaultValue=0),
                  "Land cover: a class per pixel. Grid cells / parcels: one class per polygon, classified as a whole "
                  "by 'Classify grid cells'.")
@@ -136,7 +136,7 @@ class FinetuneAlgorithm(EngineAlgorithm):
                   "backbone_mode": BACKBONE_MODES[self.parameterAsEnum(parameters, "BACKBONE_MODE", context)],
                   "backbone": self.parameterAsString(parameters, "BACKBONE", context).strip() or None,
                   "seed": self.parameterAsInt(parameters, "SEED", context),
-                  "task": TRAINING_TASKS[self.parameterAsEnum(parameters, "TASK", context)]}
+                  "task": SCENE_TASKS[self.parameterAsEnum(parameters, "TASK", context)]}
         return workflows.finetune(params, weights_dir(), self.parameterAsDouble(parameters, "ADAPT_MINUTES", context))
 
     def on_step(self, job, result, feedback):
@@ -247,8 +247,8 @@ class ClassifyCellsAlgorithm(EngineAlgorithm):
                                         overwrite=True)  # QGIS asked about replacing the destination already
 
     def finish(self, results, parameters, context, feedback):
-        cells, model = results
-        layers.cells_layer(cells["out"], model["classes"]["names"], model["classes"]["colors"])
+        cells = results[-1]
+        layers.cells_layer(cells["out"], cells["classes"]["names"], cells["classes"]["colors"])
         self.load(context, cells["out"], "SpecAware cells", "OUTPUT")
         return {"OUTPUT": cells["out"]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
                        QgsProcessingFeedback)
 
 from .. import inputs
@@ -28,10 +28,6 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     title = ""
     help = ""  # what the algorithm does, one paragraph; the parameters' help follows it in the help panel
     checking = False  # True while checkParameterValues builds the chain
-
-    def __init__(self):
-        super().__init__()
-        self.temporary: dict[str, str] = {}  # output parameter → the temporary folder chosen for it
 
     def name(self) -> str:
         return self.algorithm_name
@@ -74,12 +70,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return path, layer or None
 
     def folder(self, parameters, name, context) -> str:
-        """An output folder; when the user asked for a temporary one, a new temporary folder's name (the same
-        for the check and the run)."""
-        value = self.parameterAsString(parameters, name, context)
-        if not value or value == QgsProcessing.TEMPORARY_OUTPUT:
-            value = self.temporary.setdefault(name, self.parameterDefinition(name).generateTemporaryDestination())
-        return value
+        """An output folder; a new temporary one when none is given (QGIS itself resolves TEMPORARY_OUTPUT)."""
+        return (self.parameterAsString(parameters, name, context)
+                or self.parameterDefinition(name).generateTemporaryDestination())
 
     # -- the chain -------------------------------------------------------------------------------------------
     def steps(self, parameters, context, feedback) -> list[Step]:

@@ -15,7 +15,6 @@ from ..task_queue import TaskQueue
 from ..tasks import EngineTask
 from .widgets import CLUSTERS, ModelBox, RasterChoice, form
 
-CLASSIFY_TASKS = tuple(t for t in vocabulary.TASKS if t != workflows.CHANGE_TASK)  # land cover, grid cells
 
 
 class ClassifySection(QgsCollapsibleGroupBox):
@@ -26,7 +25,7 @@ class ClassifySection(QgsCollapsibleGroupBox):
         super().__init__("Classify")
         self.queue, self.say, self.project = queue, say, project
         self.raster = RasterChoice(queue, project, self)
-        self.model_box = ModelBox(CLASSIFY_TASKS, with_clusters=True)
+        self.model_box = ModelBox(tuple(vocabulary.SCENE_TASKS), with_clusters=True)
         self.clusters_spin = QSpinBox()
         self.clusters_spin.setRange(2, 64)
         self.clusters_spin.setValue(6)
@@ -92,8 +91,8 @@ class ClassifySection(QgsCollapsibleGroupBox):
         self.say(f"Classified {name} into {out}", Qgis.Success, r.get("report_html"))
 
     def _cells_classified(self, task: EngineTask, name: str) -> None:
-        cells, model = task.results
-        names, colors = model["classes"]["names"], model["classes"]["colors"]
+        cells = task.result
+        names, colors = cells["classes"]["names"], cells["classes"]["colors"]
         out = Path(cells["out"])
         layers.add_group(f"SpecAware cells — {name} ({out.parent.name})",
                          [layers.cells_layer(out, names, colors, f"{name} cells")], self.project)

@@ -2,6 +2,7 @@
 of them chosen when nothing is chosen yet, so that a new user never starts from an empty box or a class map."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable
 
 from osgeo import gdal
@@ -9,12 +10,15 @@ from qgis.core import QgsMapLayerType, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import QComboBox
 
+from .. import inputs
+
 SPECTRAL, MULTIBAND, SINGLE_BAND = 0, 1, 2  # ranks, best first
 
 
+@lru_cache(maxsize=1024)
 def has_wavelengths(path: str) -> bool:
     """Whether GDAL reports band wavelengths for the file (ENVI headers, per-band or NetCDF metadata): the engine
-    can then detect its profile. Only the metadata is read."""
+    can then detect its profile. Only the metadata is read, once per file for all the boxes (it only orders them)."""
     ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY)
     if ds is None:
         return False
@@ -28,8 +32,8 @@ def rank(layer: QgsRasterLayer, known_band_counts: set[int]) -> int:
     bands = layer.bandCount()
     if bands < 2:
         return SINGLE_BAND
-    path = layer.source().split("|")[0]
-    if bands in known_band_counts or layer.providerType() == "gdal" and has_wavelengths(path):
+    path = inputs.raster_file(layer)
+    if bands in known_band_counts or path is not None and has_wavelengths(path):
         return SPECTRAL
     return MULTIBAND
 

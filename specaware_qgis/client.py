@@ -145,6 +145,8 @@ class EngineClient:
                 progress(0.0, f"queued: the engine is busy with {self.running}")
                 told = True
         try:
+            if is_cancelled():  # cancelled while it waited and got the engine the moment it was freed
+                raise EngineJobError("cancelled while waiting for the engine; nothing was written", cancelled=True)
             self.running = describe or job
             return self._run_locked(job, params, progress, is_cancelled)
         finally:

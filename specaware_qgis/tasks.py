@@ -2,6 +2,7 @@
 task manager, cancel, and `on_done(task)` on the main thread when they end."""
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 from qgis.core import QgsTask
@@ -11,6 +12,44 @@ from .client import EngineJobError
 from .engine_process import Engine
 from .environment import create_managed_environment
 from .workflows import Step, run_steps
+
+
+class Turns:
+    """Engine tasks run in the order the user queued them: the task manager's threads may start them in any order,
+    so each visible task takes a ticket when it is made and waits until every earlier ticket is given back."""
+
+    def __init__(self):
+        self.changed = threading.Condition()
+        self.issued = 0
+        self.returned: set[int] = set()
+
+    def take(self) -> int:
+        with self.changed:
+            self.issued += 1
+            return self.issued
+
+    def wait(self, ticket: int, is_cancelled: Callable[[], bool], waiting: Callable[[], None],
+             poll_s: float = 0.2) -> bool:
+        """Block until it is `ticket`'s turn, calling `waiting()` once if it has to; False when cancelled first."""
+        told = False
+        with self.changed:
+            while not all(t in self.returned for t in range(1, ticket)):
+                if is_cancelled():
+                    return False
+                if not told:
+                    waiting()
+                    told = True
+                self.changed.wait(poll_s)
+            return True
+
+    def give_back(self, ticket: int | None) -> None:
+        if ticket is not None:
+            with self.changed:
+                self.returned.add(ticket)
+                self.changed.notify_all()
+
+
+TURNS = Turns()
 
 
 class EngineTask(QgsTask):
@@ -32,15 +71,21 @@ class EngineTask(QgsTask):
         self.warnings: list[str] = []
         self.error: EngineJobError | None = None
         self.last_message = ""
+        self.ticket = None if quiet else TURNS.take()  # quiet checks do not wait their turn
 
     def run(self) -> bool:
         try:
+            if self.ticket is not None and not TURNS.wait(
+                    self.ticket, self.isCanceled, lambda: self._progress(0.0, "queued behind the jobs started before it")):
+                return False
             run_steps(self.steps, self._run_job, self._progress, lambda job, result: self.results.append(result))
             return True
         except EngineJobError as e:
             self.error = e
         except Exception as e:  # noqa: BLE001 - a task must report, never take QGIS down
             self.error = EngineJobError(f"{type(e).__name__}: {e}")
+        finally:
+            TURNS.give_back(self.ticket)
         return False
 
     def _run_job(self, job: str, params: dict, progress) -> dict:
@@ -54,6 +99,7 @@ class EngineTask(QgsTask):
         self.message.emit(text)
 
     def finished(self, ok: bool) -> None:  # main thread
+        TURNS.give_back(self.ticket)  # also for a task cancelled before it started
         if not ok and self.error is None:
             self.error = EngineJobError("cancelled; nothing was written", cancelled=True)
         if self.on_done:

@@ -304,6 +304,7 @@ def test_second_job_is_queued_and_cancel_leaves_no_output(dock, tmp_path):
     assert "is queued: the engine runs one job at a time" in messages(dock)
     assert dock.queue.visible() == [first, second] and dock.cancel_button.isEnabled()
     wait_for(lambda: first.progress() > 0 or first not in dock.queue.tasks, what="the first job to start")
+    assert second.progress() == 0 and second in dock.queue.tasks, "the second job waits for the first it was queued behind"
     dock.cancel_button.click()
     wait_for(lambda: first not in dock.queue.tasks and second not in dock.queue.tasks, what="cancel")
     assert first.error is not None and first.error.cancelled
@@ -501,20 +502,38 @@ def test_diagnostics_copies_versions(dock):
     assert "cuda_available" in text and text["gdal (QGIS)"]
 
 
-def test_a_dead_worker_fails_its_job_and_is_restarted_for_the_next(stripes):
-    import threading
+def test_a_dead_worker_fails_its_job_and_is_restarted_for_the_next(stripes, tmp_path):
     from specaware_qgis.client import EngineClient, EngineJobError
+    big = make_tif(tmp_path / "big.tif", spectra(20, 1024, 1024), gt=NORTH_UP, wavelengths=WL20)
     client = EngineClient(__import__("sys").executable, "cpu")
     client.start()
     first_pid = client.proc.pid
-    killer = threading.Timer(1.0, client.proc.kill)
-    killer.start()
+
+    def kill_once_started(fraction, message):  # the worker dies mid-job, not before it or after it
+        if fraction > 0 and client.proc is not None and client.proc.poll() is None:
+            client.proc.kill()
     with pytest.raises(EngineJobError, match="engine process stopped"):
-        client.run("classify", {"raster": str(stripes[0]), "out": "/nonexistent-dir-never-written",
-                                "clusters": 3, "preset": "base"})  # long enough to be killed mid-job
+        client.run("classify", {"raster": str(big), "out": str(tmp_path / "out"), "clusters": 3, "preset": "base"},
+                   kill_once_started)
+    finals = [p.name for p in (tmp_path / "out").glob("*") if not p.name.startswith(".")]
+    assert finals == [], f"a killed job left {finals} as if finished"
     result, _ = client.run("info", {"raster": str(stripes[0])})
     assert result["bands"] == 20 and client.proc.pid != first_pid
     client.stop()
+
+
+def test_a_job_cancelled_while_it_waited_never_reaches_the_engine(stripes):
+    from specaware_qgis.client import EngineClient, EngineJobError
+    client = EngineClient(__import__("sys").executable, "cpu")
+    client.start()
+    try:  # a quick job whose task was cancelled while the engine was busy: it must not run once the engine frees
+        with pytest.raises(EngineJobError, match="cancelled while waiting") as caught:
+            client.run("info", {"raster": str(stripes[0])}, is_cancelled=lambda: True)
+        assert caught.value.cancelled
+        result, _ = client.run("info", {"raster": str(stripes[0])})
+        assert result["bands"] == 20  # and the engine still serves
+    finally:
+        client.stop()
 
 
 def test_dock_supervised_change_trains_a_change_model_then_maps_it(dock, stripes, tmp_path):

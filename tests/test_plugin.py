@@ -304,7 +304,7 @@ def test_second_job_is_queued_and_cancel_leaves_no_output(dock, tmp_path):
     assert "is queued: the engine runs one job at a time" in messages(dock)
     assert dock.queue.visible() == [first, second] and dock.cancel_button.isEnabled()
     wait_for(lambda: first.progress() > 0 or first not in dock.queue.tasks, what="the first job to start")
-    assert second.progress() == 0 and second in dock.queue.tasks, "the second job waits for the first it was queued behind"
+    assert second.progress() == 0 and second in dock.queue.tasks, "the second job waits for the one queued before it"
     dock.cancel_button.click()
     wait_for(lambda: first not in dock.queue.tasks and second not in dock.queue.tasks, what="cancel")
     assert first.error is not None and first.error.cancelled

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from engine.learn.linear import fit_logistic
 from engine.learn.metrics import (accuracy_warnings, bootstrap_intervals, boundary_shares,
                                   honest_accuracy, near_boundary, score, stratified_areas)
-from engine.model.linear import resampling_matrix
+from engine.model.config import preset
+from engine.model.linear import LinearSegmenter, resampling_matrix
+from engine.model.segmenter import SpectralInput
 from engine.service.jobs import call
 from scenes import labelled_raster, read_array, stripe_polygons, write_polygons
 
@@ -129,6 +131,28 @@ def test_resampling_matrix_interpolates_in_wavelength():
     m = resampling_matrix([600.0, 400.0, 500.0], [450.0, 575.0, 700.0])  # unsorted source, target past its end
     spectrum = torch.tensor([6.0, 4.0, 5.0])  # value = wavelength / 100
     assert (spectrum @ m).tolist() == pytest.approx([4.5, 5.75, 6.0])
+
+
+@pytest.mark.parametrize("bands", [20, 31])
+def test_linear_head_forward_folds_into_the_features_logits(bands):
+    torch.manual_seed(0)
+    train_nm = list(np.linspace(420, 2400, 20))
+    model = LinearSegmenter(preset("tiny"), 4, wavelength=train_nm).eval()
+    with torch.no_grad():  # a fitted head: weights, feature means and scales far from 0 and 1
+        model.classifier.weight.normal_()
+        model.classifier.bias.normal_()
+        model.mean.uniform_(-2, 2)
+        model.scale.uniform_(0.1, 3)
+    nm = train_nm if bands == 20 else list(np.linspace(400, 2450, bands))  # another sensor: resampled spectrum
+    spec = SpectralInput(tuple(nm), tuple([10.0] * bands), 1.0, "avng", "L2")
+    x = torch.rand(2, bands, 9, 7) * 0.6
+    x[0, :, 0, 0] = 0.0  # a dark pixel: the brightness-normalised features are at their largest
+    with torch.no_grad():
+        folded = model(x, spec)
+        built = model.classify(model.features(x, spec).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    assert folded.shape == built.shape == (2, 4, 9, 7)
+    torch.testing.assert_close(folded, built, rtol=1e-4, atol=1e-3 * built.abs().max().item())
+    assert torch.equal(folded.argmax(1), built.argmax(1))
 
 
 def test_linear_head_is_the_default_beats_the_majority_class_and_classifies_another_band_set(tmp_path):

@@ -133,10 +133,11 @@ class LinearFit:
             return None
         pred = self.model.classify(torch.from_numpy(val["x"]).to(self.device)).argmax(1).cpu().numpy() + 1
         class_map = np.zeros(self.labels.val.shape, np.uint16)
-        for x0, y0 in val["tiles"]:
-            f, valid, (x, y, w, h) = self._features(x0, y0)
-            p = self.model.classify(torch.from_numpy(f.reshape(f.shape[0], -1).T).to(self.device))
-            class_map[y:y + h, x:x + w] = np.where(valid, p.argmax(1).cpu().numpy().reshape(h, w) + 1, 0)
+        for x0, y0 in val["tiles"]:  # the model's own (folded) forward: no second pass through the features
+            values, valid = self.reader.read(x0, y0)
+            logits = self.model(torch.from_numpy(values[None]).to(self.device), self.spec)[0]
+            x, y, w, h = self.reader.grid.window(x0, y0)
+            class_map[y:y + h, x:x + w] = np.where(valid[:h, :w], logits.argmax(0)[:h, :w].cpu().numpy() + 1, 0)
         return honest_accuracy(val["y"] + 1, pred, self.labels.scheme.names, val["units"],
                                boundary_shares(class_map, self.labels.val > 0), seed=self.seed)
 

@@ -72,12 +72,15 @@ class LinearSegmenter(nn.Module):
         """What `build_segmenter` needs besides the config to rebuild this model (kept in the bundle)."""
         return {"wavelength": [round(float(w), 4) for w in self.wavelength], "tokens": self.tokens}
 
-    def _spectrum(self, x: torch.Tensor, spec) -> torch.Tensor:
+    def _spectrum_matrix(self, spec) -> torch.Tensor:
+        """[C, C_train] from this input's bands to the training bands (cached per band set)."""
         key = tuple(spec.wavelength)
         if key not in self._resample:
             self._resample[key] = resampling_matrix(key, self.wavelength.cpu())
-        m = self._resample[key].to(x.device, x.dtype)
-        return torch.einsum("bchw,cd->bdhw", x, m)
+        return self._resample[key]
+
+    def _spectrum(self, x: torch.Tensor, spec) -> torch.Tensor:
+        return torch.einsum("bchw,cd->bdhw", x, self._spectrum_matrix(spec).to(x.device, x.dtype))
 
     def features(self, x: torch.Tensor, spec) -> torch.Tensor:
         """[B, F, H, W] raw (unstandardised) features of every pixel of x [B, C, H, W]."""
@@ -98,8 +101,33 @@ class LinearSegmenter(nn.Module):
         return self.classifier((features - self.mean) / self.scale)
 
     def forward(self, x: torch.Tensor, spec) -> torch.Tensor:
-        f = self.features(x, spec).float()
-        return self.classify(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        """Logits [B, K, H, W]. Without tokens every feature but the brightness-normalised one is linear in the
+        spectrum, so standardisation and the classifier fold into two [K, C] weights: two small products per
+        pixel instead of building its 2·planes + 1 + C features (the same logits to float rounding)."""
+        if self.tokens:
+            f = self.features(x, spec).float()
+            return self.classify(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        B, C, H, W = x.shape
+        u, v, w_mean, bias = self.folded_weights(x, spec)
+        flat = x.reshape(B, C, H * W).to(u.dtype)
+        mean = flat.mean(dim=1, keepdim=True)
+        logits = torch.matmul(u, flat) + torch.matmul(v, flat) / (mean.abs() + 1e-3) + w_mean * mean + bias
+        return logits.reshape(B, -1, H, W)
+
+    def folded_weights(self, x: torch.Tensor, spec) -> tuple[torch.Tensor, ...]:
+        """u, v [B, K, C], w_mean and bias [K, 1]: logits = u·x + v·x / (|mean| + 1e-3) + w_mean·mean + bias,
+        where x is a pixel's spectrum and mean its mean value (see `spectral_descriptors`)."""
+        planes, C = self.cfg.wv_planes, x.shape[1]
+        wl, fw, _ = spec.tensors(x.shape[0], x.device)
+        enhanced = self.encoder.patch_embed.meta(wl, fw, spec.sensor, spec.level)[1].float() / C  # [B, C, planes]
+        weight = self.classifier.weight / self.scale  # standardisation folded in
+        bias = self.classifier.bias - weight @ self.mean
+        w_proj, w_shape = weight[:, :planes], weight[:, planes:2 * planes]
+        w_mean, w_spectrum = weight[:, 2 * planes], weight[:, 2 * planes + 1:]
+        resample = self._spectrum_matrix(spec).to(x.device)  # [C, C_train]
+        u = torch.matmul(w_proj, enhanced.transpose(1, 2)) + (w_spectrum @ resample.T)  # [B, K, C]
+        v = torch.matmul(w_shape, enhanced.transpose(1, 2))
+        return u, v, w_mean[:, None], bias[:, None]
 
     def set_trainable(self, mode: str) -> None:
         """The linear head reads a frozen encoder."""

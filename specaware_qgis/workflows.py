@@ -53,11 +53,11 @@ def finetune(params: dict, weights_dir: Path, adapt_minutes: float = 0.0, list_m
 
 
 def suggest(raster: str, model: str, count: int, out: str, polygons: str | None = None,
-            profile: str | None = None) -> list[Step]:
+            profile: str | None = None, overwrite: bool = False) -> list[Step]:
     """Where to label next: `count` points (a GeoPackage at `out`) where `model` hesitates most, kept away from the
     labels in `polygons`; once labelled they go back to fine-tuning as its `samples`."""
     return [("suggest", {"raster": raster, "model": model, "count": count, "out": out, "polygons": polygons,
-                         "profile": profile})]
+                         "profile": profile, "overwrite": overwrite})]
 
 
 def change(before: str, after: str, out: str, threshold: str | float = "significance", min_area: float = 0.0,

@@ -40,8 +40,8 @@ def run_alg(alg_id, params):
 def test_processing_algorithms_are_registered():
     from qgis.core import QgsApplication
     ids = {a.id() for a in QgsApplication.processingRegistry().providerById("specaware").algorithms()}
-    assert ids == {"specaware:classify", "specaware:finetune", "specaware:detectchange", "specaware:classifycells",
-                   "specaware:sensorprofile", "specaware:pretrain"}
+    assert ids == {"specaware:classify", "specaware:finetune", "specaware:suggest", "specaware:detectchange",
+                   "specaware:classifycells", "specaware:sensorprofile", "specaware:pretrain"}
     for alg in QgsApplication.processingRegistry().providerById("specaware").algorithms():
         bare = [p.name() for p in alg.parameterDefinitions() if len(p.help().strip()) < 20]
         assert bare == [], f"{alg.id()}: parameters without help: {bare}"
@@ -91,6 +91,34 @@ def test_finetune_classify_cells_and_change_algorithms_style_their_outputs(strip
     assert polys.featureCount() >= 1 and "area_m2" in polys.fields().names()
     styled = QgsRasterLayer(results["CHANGE"], "change")
     assert [c.color.name() for c in styled.renderer().classes()] == ["#bdbdbd", "#e31a1c"]
+
+
+def test_suggest_algorithm_points_go_back_into_the_finetune_algorithm(stripes, tmp_path):
+    from qgis.core import QgsVectorLayer
+    raster, polygons, _ = stripes
+    run_alg("specaware:finetune", {"INPUT": str(raster), "POLYGONS": str(polygons), "CLASS_FIELD": "class",
+                                   "NAME": "alg-suggest"})
+    results, context = run_alg("specaware:suggest", {"INPUT": str(raster), "MODEL": "alg-suggest", "COUNT": 6,
+                                                     "OUTPUT": str(tmp_path / "next.gpkg")})
+    assert [Path(p).name for p in context.layersToLoadOnCompletion()] == ["next.gpkg"]
+    points = QgsVectorLayer(results["OUTPUT"], "next", "ogr")
+    assert points.featureCount() == 6 and {"class", "predicted", "margin"} <= set(points.fields().names())
+    assert all(not f["class"] for f in points.getFeatures()), "the class is the analyst's to fill in"
+    points.startEditing()  # the analyst labels three points by where they fall in the stripes
+    for f in list(points.getFeatures())[:3]:
+        px = (f.geometry().asPoint().x() - NORTH_UP[0]) / NORTH_UP[1]
+        points.changeAttributeValue(f.id(), points.fields().indexOf("class"),
+                                    "water" if px < 16 else "grass" if px < 32 else "sand")
+    assert points.commitChanges()
+    results, _ = run_alg("specaware:finetune", {"INPUT": str(raster), "POLYGONS": str(polygons),
+                                                "CLASS_FIELD": "class", "NAME": "alg-suggest-2",
+                                                "SAMPLES": str(tmp_path / "next.gpkg")})
+    first = json.loads((Path(results["BUNDLE"]).parent / "alg-suggest" / "model.json").read_text())
+    meta = json.loads((Path(results["BUNDLE"]) / "model.json").read_text())
+    assert Path(meta["training"]["samples"]).name == "next.gpkg"
+    pixels = [sum(m["labels"]["train_pixels"].values()) + sum(m["labels"]["val_pixels"].values())
+              for m in (first, meta)]
+    assert pixels[1] - pixels[0] == 3, "the three labelled points were added, the three empty ones skipped"
 
 
 def test_classify_algorithm_clusters_a_real_aviris_ng_chip(tmp_path):

@@ -113,6 +113,10 @@ class FinetuneAlgorithm(EngineAlgorithm):
                                               "pre-training (0 = no)", DOUBLE, 0.0, False, 0.0, 600.0),
                  "Minutes of masked-autoencoder training on the raster itself before fine-tuning from that "
                  "backbone.")
+        self.add(QgsProcessingParameterVectorLayer("SAMPLES", "Labelled suggestions (points)",
+                                                   [QgsProcessing.TypeVectorPoint], optional=True),
+                 "The points of 'Suggest where to label next' once their class field is filled in; they are "
+                 "added to the training labels (points left empty are skipped).")
         self.addOutput(QgsProcessingOutputFolder("BUNDLE", "Model bundle"))
         self.addOutput(QgsProcessingOutputHtml("REPORT", "Training report"))
 
@@ -124,12 +128,14 @@ class FinetuneAlgorithm(EngineAlgorithm):
         except InputError as e:
             raise QgsProcessingException(str(e)) from e
         polygons, layer_name = self.vector(parameters, "POLYGONS", context, feedback)
-        val = None
+        val, samples = None, None
         if self.parameterAsVectorLayer(parameters, "VALIDATION", context) is not None:
             val = self.vector(parameters, "VALIDATION", context, feedback)[0]
+        if self.parameterAsVectorLayer(parameters, "SAMPLES", context) is not None:
+            samples = self.vector(parameters, "SAMPLES", context, feedback)[0]
         params = {"raster": self.raster(parameters, "INPUT", context), "polygons": polygons, "layer": layer_name,
                   "class_field": field, "out": self.parameterAsString(parameters, "NAME", context).strip(),
-                  "val_polygons": val, "colors": layers.category_colors(poly_layer, field) or None,
+                  "val_polygons": val, "samples": samples, "colors": layers.category_colors(poly_layer, field) or None,
                   "preset": PRESETS[self.parameterAsEnum(parameters, "PRESET", context)],
                   "head": HEADS[self.parameterAsEnum(parameters, "HEAD", context)],
                   "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
@@ -253,6 +259,46 @@ class ClassifyCellsAlgorithm(EngineAlgorithm):
         return {"OUTPUT": cells["out"]}
 
 
+class SuggestAlgorithm(EngineAlgorithm):
+    algorithm_name, title = "suggest", "Suggest where to label next"
+    help = ("Points where a fine-tuned land-cover model hesitates most, spread over the raster and kept away from "
+            "the labels it was trained on. Fill in their class field and give them to 'Fine-tune from polygons' as "
+            "labelled suggestions: a few well-placed labels improve the map more than many easy ones.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"), "The raster being mapped.")
+        self.add(QgsProcessingParameterString("MODEL", "Model (name or bundle folder)"),
+                 "The land-cover model fine-tuned on this raster (its name in the model list, or a bundle folder).")
+        self.add(QgsProcessingParameterNumber("COUNT", "Points", INT, 20, False, 1, 10000),
+                 "How many points to suggest.")
+        self.add(QgsProcessingParameterVectorLayer("POLYGONS", "Labels drawn already", TRAINING_TYPES, optional=True),
+                 "Points are kept away from these; empty: the model's own training layer and samples when it was "
+                 "trained on this raster.")
+        self.add(QgsProcessingParameterString("PROFILE", "Sensor profile (key or JSON file; empty = from the "
+                                              "raster's metadata)", optional=True), PROFILE_HELP)
+        self.add(QgsProcessingParameterFileDestination("OUTPUT", "Points to label", "GeoPackage (*.gpkg)"),
+                 "The GeoPackage of points: an empty class field to fill in, the predicted and runner-up classes "
+                 "and their margin.")
+
+    def steps(self, parameters, context, feedback):
+        polygons = None
+        if self.parameterAsVectorLayer(parameters, "POLYGONS", context) is not None:
+            polygons = self.vector(parameters, "POLYGONS", context, feedback)[0]
+        return workflows.suggest(self.raster(parameters, "INPUT", context),
+                                 self.parameterAsString(parameters, "MODEL", context).strip(),
+                                 self.parameterAsInt(parameters, "COUNT", context),
+                                 self.parameterAsFileOutput(parameters, "OUTPUT", context), polygons,
+                                 self.parameterAsString(parameters, "PROFILE", context) or None,
+                                 overwrite=True)  # QGIS asked about replacing the destination already
+
+    def finish(self, results, parameters, context, feedback):
+        r = results[-1]
+        feedback.pushInfo(f"{r['points']} points: fill in their {r['class_field']!r} field, then fine-tune again "
+                          "with them as labelled suggestions")
+        self.load(context, r["out"], "SpecAware: label next", "OUTPUT")
+        return {"OUTPUT": r["out"]}
+
+
 class SensorProfileAlgorithm(EngineAlgorithm):
     algorithm_name, title = "sensorprofile", "Raster sensor profile"
     help = ("What the engine makes of a raster: sensor, processing level, bands used and dropped (with the reason), "
@@ -330,5 +376,5 @@ class PretrainAlgorithm(EngineAlgorithm):
         return {"BACKBONE": r["backbone"], "LOSS_PLOT": str(Path(r["backbone"]).with_name("loss.png"))}
 
 
-ALGORITHMS = [ClassifyAlgorithm, FinetuneAlgorithm, ChangeAlgorithm, ClassifyCellsAlgorithm, SensorProfileAlgorithm,
-              PretrainAlgorithm]
+ALGORITHMS = [ClassifyAlgorithm, FinetuneAlgorithm, SuggestAlgorithm, ChangeAlgorithm, ClassifyCellsAlgorithm,
+              SensorProfileAlgorithm, PretrainAlgorithm]

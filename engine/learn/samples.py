@@ -16,13 +16,17 @@ from ..io.vectors import rasterize, read_features
 MIN_LABELLED_PIXELS = 10
 
 
+def class_key(value):
+    """What identifies a class value: text without case or surrounding spaces ("Road", "road ", "ROAD" are one)."""
+    return value.strip().casefold() if isinstance(value, str) else value
+
+
 def merge_spellings(values: list) -> tuple[list, list[str]]:
     """Class values that differ only in case or surrounding spaces ("Road", "road ", "ROAD") as one class, named
     by its most frequent spelling; and a note for each merge."""
     groups: dict = {}
     for v in values:
-        key = v.strip().casefold() if isinstance(v, str) else v
-        groups.setdefault(key, []).append(v)
+        groups.setdefault(class_key(v), []).append(v)
     canonical, notes = {}, []
     for key, members in groups.items():
         spellings = sorted(set(members), key=lambda m: (-members.count(m), str(m)))

@@ -74,15 +74,14 @@ class Candidates:
         A pixel's margin is the mean over its 3×3 neighbourhood, and only pixels whose neighbours share their
         predicted class count: the centre of an area the model is unsure about stands for many pixels, while a
         lone mixed pixel on a boundary is hard to label and teaches the model to blur."""
-        top2 = np.sort(probs, axis=0)[-2:]
+        runner_up, predicted = np.argsort(probs, axis=0, kind="stable")[-2:]  # one sort gives both classes
+        top2 = np.take_along_axis(probs, np.stack([runner_up, predicted]), axis=0)
         margin = sum(neighbourhood(top2[1] - top2[0])) / 9
-        predicted = probs.argmax(axis=0)
         uniform = np.logical_and.reduce([n == predicted for n in neighbourhood(predicted)])
         ys, xs = np.nonzero(usable & uniform)
         if len(ys) == 0:
             return
-        order = np.argsort(probs[:, ys, xs], axis=0)
-        best, second = order[-1], order[-2]
+        best, second = predicted[ys, xs], runner_up[ys, xs]
         key = (((y0 + ys) // self.cell) * self.columns + xs // self.cell) * self.classes + best
         m = margin[ys, xs]
         first = np.lexsort((m, key))  # by key, smallest margin first

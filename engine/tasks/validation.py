@@ -10,6 +10,7 @@ from osgeo import gdal
 from ..core.errors import EngineError, shorten
 from ..io.vectors import rasterize, read_features
 from ..learn.metrics import boundary_shares, confusion_matrix, honest_accuracy, stratified_areas
+from ..learn.samples import class_key
 
 MARGIN = 2  # px of map read around the validation pixels, to tell whether they sample class boundaries
 
@@ -18,8 +19,8 @@ def reference_map(path, class_field: str, raster_ds, names: list[str]) -> tuple[
     """([H, W] class id of the map's classes (0 = none), [H, W] validation feature 1…n, notes) from a layer whose
     class values are the model's class names (case and surrounding spaces ignored)."""
     feats, notes = read_features(path, class_field, raster_ds)
-    by_key = {n.strip().casefold(): i + 1 for i, n in enumerate(names)}
-    ids = [by_key.get(str(v).strip().casefold(), 0) for v, _ in feats]
+    by_key = {class_key(n): i + 1 for i, n in enumerate(names)}
+    ids = [by_key.get(class_key(str(v)), 0) for v, _ in feats]
     unknown = sorted({str(v) for (v, _), i in zip(feats, ids) if i == 0})
     if unknown and not any(ids):
         raise EngineError(f"{shorten(path)}: none of the classes in {class_field!r} ({', '.join(unknown[:8])}) is a "

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsDefaultValue, QgsExpression, QgsProject,
-                       QgsVectorLayer)
+from qgis.core import Qgis, QgsDefaultValue, QgsExpression, QgsProject, QgsVectorLayer
 from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QObject
 from qgis.PyQt.QtWidgets import QComboBox, QPushButton
@@ -80,9 +79,7 @@ class DrawingTools(QObject):
 
     def classes(self, layer: QgsVectorLayer, field: str) -> list[str]:
         """The classes of `field`: its categorized style's values, then any other values in the layer."""
-        renderer = layer.renderer()
-        names = [str(c.value()) for c in renderer.categories() if str(c.value()) != ""] if (
-            isinstance(renderer, QgsCategorizedSymbolRenderer) and renderer.classAttribute() == field) else []
+        names = list(layers.category_colors(layer, field))
         idx = layer.fields().indexOf(field)
         values = sorted(str(v) for v in layer.uniqueValues(idx) if v is not None and str(v).strip()) if idx >= 0 else []
         return names + [v for v in values if v not in names]

@@ -19,7 +19,7 @@ from ..model.linear import LinearSegmenter
 from ..model.segmenter import SpectralInput
 from .metrics import boundary_shares, honest_accuracy
 from .pixels import SceneReader
-from .samples import LabelSet
+from .samples import LabelledPixels, LabelSet, labelled_pixels
 from .trainer import TrainResult
 
 TILE = 64  # px: the scene is described tile by tile
@@ -87,71 +87,47 @@ class LinearFit:
         self.model.mean.copy_(torch.from_numpy(z.mean(axis=0)))
         self.model.scale.copy_(torch.from_numpy(np.where(std > 1e-6 * (np.abs(z).max(axis=0) + 1e-12), std, 1.0)))
 
-    def _labelled(self) -> tuple[dict, dict]:
-        """Features (rows), classes (0…K-1) of the training and of the validation pixels; the validation pixels'
-        polygons and the tiles that hold them."""
-        grid, lab = self.reader.grid, self.labels
-        any_label = (lab.train > 0) | (lab.val > 0)
-        tiles = [(x0, y0) for y0 in grid.rows for x0 in grid.columns
-                 if any_label[y0:y0 + TILE, x0:x0 + TILE].any()]
-        seen = np.zeros(any_label.shape, bool)  # the last row and column of tiles overlap the ones before
-        train = {"x": [], "y": []}
-        val = {"x": [], "y": [], "units": [], "tiles": []}
-        units = lab.val_units()
-        for i, (x0, y0) in enumerate(tiles):
-            check_cancel(self.cancel, "fine-tuning")
-            f, valid, (x, y, w, h) = self._features(x0, y0)
-            fresh = valid & ~seen[y:y + h, x:x + w]
-            seen[y:y + h, x:x + w] |= valid
-            for part, labels in ((train, lab.train), (val, lab.val)):
-                keep = fresh & (labels[y:y + h, x:x + w] > 0)
-                part["x"].append(f[:, keep].T)
-                part["y"].append(labels[y:y + h, x:x + w][keep].astype(np.int64) - 1)
-                if part is val:
-                    part["units"].append(units[y:y + h, x:x + w][keep])
-                    if keep.any():
-                        part["tiles"].append((x0, y0))
-            self.progress(0.3 + 0.5 * (i + 1) / len(tiles), f"features of labelled pixels: {i + 1}/{len(tiles)} tiles")
-        for part in (train, val):
-            for k in ("x", "y", "units"):
-                if k in part:
-                    part[k] = np.concatenate(part[k])
-        return train, val
+    def _labelled(self) -> tuple[LabelledPixels, LabelledPixels]:
+        """The training and the validation pixels' features, classes and polygons."""
+        return labelled_pixels(self.labels, self.reader.grid, lambda x0, y0: self._features(x0, y0)[:2],
+                               self.model.feature_count, self.cancel,
+                               lambda f, message: self.progress(0.3 + 0.5 * f, message))
 
     def _fit(self, x: np.ndarray, y: np.ndarray) -> int:
+        """Fit the classifier on raw features x [n, F] and classes y (1…K)."""
         z = (torch.from_numpy(x).to(self.device) - self.model.mean) / self.model.scale
-        w, b, n_iter = fit_logistic(z, torch.from_numpy(y).to(self.device), len(self.labels.scheme.names))
+        w, b, n_iter = fit_logistic(z, torch.from_numpy(y - 1).to(self.device), len(self.labels.scheme.names))
         self.model.classifier.weight.data.copy_(w)
         self.model.classifier.bias.data.copy_(b)
         return n_iter
 
     @torch.no_grad()
-    def _validate(self, val: dict) -> dict | None:
+    def _validate(self, val: LabelledPixels) -> dict | None:
         """Accuracy on the held-out pixels with 95 % intervals, and whether they sample the map's class boundaries
         (the map of the tiles around them)."""
-        if len(val["y"]) == 0:
+        if len(val.y) == 0:
             return None
-        pred = self.model.classify(torch.from_numpy(val["x"]).to(self.device)).argmax(1).cpu().numpy() + 1
+        pred = self.model.classify(torch.from_numpy(val.x).to(self.device)).argmax(1).cpu().numpy() + 1
         class_map = np.zeros(self.labels.val.shape, np.uint16)
-        for x0, y0 in val["tiles"]:  # the model's own (folded) forward: no second pass through the features
+        for x0, y0 in val.tiles:  # the model's own (folded) forward: no second pass through the features
             values, valid = self.reader.read(x0, y0)
             logits = self.model(torch.from_numpy(values[None]).to(self.device), self.spec)[0]
             x, y, w, h = self.reader.grid.window(x0, y0)
             class_map[y:y + h, x:x + w] = np.where(valid[:h, :w], logits.argmax(0)[:h, :w].cpu().numpy() + 1, 0)
-        return honest_accuracy(val["y"] + 1, pred, self.labels.scheme.names, val["units"],
+        return honest_accuracy(val.y, pred, self.labels.scheme.names, val.units,
                                boundary_shares(class_map, self.labels.val > 0), seed=self.seed)
 
     def run(self) -> TrainResult:
         t0 = time.perf_counter()
         self._statistics()
         train, val = self._labelled()
-        self.progress(0.85, f"fitting the linear head on {len(train['y'])} labelled pixels")
-        iterations = self._fit(train["x"], train["y"])
+        self.progress(0.85, f"fitting the linear head on {len(train.y)} labelled pixels")
+        iterations = self._fit(train.x, train.y)
         validation = self._validate(val)
-        if len(val["y"]):  # the saved model learns from every labelled pixel; its accuracy was measured without them
-            iterations = self._fit(np.concatenate([train["x"], val["x"]]), np.concatenate([train["y"], val["y"]]))
-        details = {"solver": "L-BFGS", "iterations": iterations, "penalty_c": C, "train_pixels": int(len(train["y"])),
-                   "refitted_with_validation_pixels": int(len(val["y"])), "features": self.model.feature_count}
+        if len(val.y):  # the saved model learns from every labelled pixel; its accuracy was measured without them
+            iterations = self._fit(np.concatenate([train.x, val.x]), np.concatenate([train.y, val.y]))
+        details = {"solver": "L-BFGS", "iterations": iterations, "penalty_c": C, "train_pixels": int(len(train.y)),
+                   "refitted_with_validation_pixels": int(len(val.y)), "features": self.model.feature_count}
         self.progress(0.95, "linear head fitted")
         return TrainResult({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, [], 0, validation,
                            False, time.perf_counter() - t0, 0, details)

@@ -6,11 +6,14 @@ and the polygon number, so that train and validation can be split by polygon and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from ..core.errors import EngineError, shorten
+from ..core.progress import CancelFn, ProgressFn, check_cancel, no_progress
 from ..io.colors import hex_to_rgb, palette
+from ..io.tiling import TileGrid
 from ..io.vectors import rasterize, read_features
 
 MIN_LABELLED_PIXELS = 10
@@ -202,3 +205,56 @@ def change_class(scheme: ClassScheme, polygons, class_field: str) -> str:
         raise EngineError(f"{shorten(polygons)}: a change model needs two classes in {class_field!r}, one of them "
                           f"'change' (or 1) and the other no change; found {', '.join(names)}")
     return found[0]
+
+
+@dataclass
+class LabelledPixels:
+    """Features (rows), classes (1…K) and polygons of one part's labelled pixels, and the tiles (x0, y0) that hold
+    them."""
+
+    x: np.ndarray
+    y: np.ndarray
+    units: np.ndarray
+    tiles: list[tuple[int, int]]
+
+
+TileFeatures = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (x0, y0) → ([F, h, w], [h, w] valid)
+
+
+def labelled_pixels(labels: LabelSet, grid: TileGrid, features: TileFeatures, feature_count: int,
+                    cancel: CancelFn | None = None, progress: ProgressFn | None = None,
+                    ) -> tuple[LabelledPixels, LabelledPixels]:
+    """(train, validation) pixels of `labels`, their features computed by `features` tile by tile, only in the
+    tiles that hold labels; each pixel once (the last row and column of tiles overlap the ones before)."""
+    progress = progress or no_progress
+    any_label = (labels.train > 0) | (labels.val > 0)
+    tiles = [(x0, y0) for y0 in grid.rows for x0 in grid.columns
+             if any_label[y0:y0 + grid.tile, x0:x0 + grid.tile].any()]
+    seen = np.zeros(any_label.shape, bool)
+    val_units = labels.val_units()
+    parts = {name: {"x": [], "y": [], "units": [], "tiles": []} for name in ("train", "val")}
+    for i, (x0, y0) in enumerate(tiles):
+        x, y, w, h = grid.window(x0, y0)
+        fresh = ~seen[y:y + h, x:x + w]
+        if (any_label[y:y + h, x:x + w] & fresh).any():
+            check_cancel(cancel, "reading the labelled pixels")
+            f, valid = features(x0, y0)
+            for name, lab in (("train", labels.train), ("val", labels.val)):
+                t = lab[y:y + h, x:x + w]
+                keep = (t > 0) & valid & fresh
+                if keep.any():
+                    part = parts[name]
+                    part["x"].append(f[:, keep].T)
+                    part["y"].append(t[keep].astype(np.int64))
+                    part["units"].append(val_units[y:y + h, x:x + w][keep])
+                    part["tiles"].append((x0, y0))
+            seen[y:y + h, x:x + w] = True
+        progress((i + 1) / len(tiles), f"features of labelled pixels: {i + 1}/{len(tiles)} tiles")
+
+    def stacked(part: dict) -> LabelledPixels:
+        if not part["x"]:
+            return LabelledPixels(np.zeros((0, feature_count), np.float32), np.zeros(0, np.int64),
+                                  np.zeros(0, np.int64), [])
+        return LabelledPixels(np.concatenate(part["x"]), np.concatenate(part["y"]), np.concatenate(part["units"]),
+                              part["tiles"])
+    return stacked(parts["train"]), stacked(parts["val"])

@@ -6,48 +6,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...core.progress import CancelFn, check_cancel
+from ...core.progress import CancelFn
 from ...io.pairing import PairSource
 from ...io.tiling import TileGrid
 from ...learn.features import FeatureTrainer
-from ...learn.samples import LabelSet
+from ...learn.samples import LabelledPixels, LabelSet, labelled_pixels
 from ...learn.trainer import TrainConfig, TrainResult
 from ...model.segmenter import CHANGE_FEATURES
 from .measures import ChangeMeasure
 
 
 def labelled_features(measure: ChangeMeasure, source: PairSource, labels: LabelSet, tile: int, device,
-                      cancel: CancelFn | None = None) -> tuple[np.ndarray, ...]:
-    """(train features [n, F], train classes [n], validation features, validation classes, validation polygons)
-    of the labelled pixels, read in the tiles that hold them."""
+                      cancel: CancelFn | None = None) -> tuple[LabelledPixels, LabelledPixels]:
+    """The training and validation pixels' pair features, read in the tiles that hold them."""
     grid = TileGrid(source.width, source.height, tile)
-    seen = np.zeros(labels.train.shape, bool)  # the last row and column of tiles overlap the ones before
-    parts = {"train": ([], []), "val": ([], [])}
-    units, val_units = [], labels.val_units()
-    for y0 in grid.rows:
-        for x0 in grid.columns:
-            x, y, w, h = grid.window(x0, y0)
-            fresh = ~seen[y:y + h, x:x + w]
-            if not (((labels.train[y:y + h, x:x + w] > 0) | (labels.val[y:y + h, x:x + w] > 0)) & fresh).any():
-                continue
-            check_cancel(cancel, "reading the change samples")
-            v, valid = source.read(x, y, w, h)
-            with torch.inference_mode():
-                f = measure.pair_features(torch.from_numpy(grid.pad(v)[None]).to(device))[0, :, :h, :w].cpu().numpy()
-            for name, lab in (("train", labels.train), ("val", labels.val)):
-                t = lab[y:y + h, x:x + w]
-                keep = (t > 0) & valid & fresh
-                parts[name][0].append(f[:, keep].T)
-                parts[name][1].append(t[keep])
-                if name == "val":
-                    units.append(val_units[y:y + h, x:x + w][keep])
-            seen[y:y + h, x:x + w] = True
-    out = []
-    for name in ("train", "val"):
-        feats, ys = parts[name]
-        out += [np.concatenate(feats) if feats else np.zeros((0, CHANGE_FEATURES)),
-                np.concatenate(ys) if ys else np.zeros(0, int)]
-    return (*out, np.concatenate(units) if units else np.zeros(0, int))
+
+    def pair_features(x0: int, y0: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y, w, h = grid.window(x0, y0)
+        v, valid = source.read(x, y, w, h)
+        with torch.inference_mode():
+            f = measure.pair_features(torch.from_numpy(grid.pad(v)[None]).to(device))[0, :, :h, :w]
+        return f.cpu().numpy(), valid
+    return labelled_pixels(labels, grid, pair_features, CHANGE_FEATURES, cancel)
 
 
 def train_change_model(model, measure: ChangeMeasure, source: PairSource, labels: LabelSet, change_class: str,
@@ -55,12 +35,12 @@ def train_change_model(model, measure: ChangeMeasure, source: PairSource, labels
     """Fit the classifier's logistic layer on the labelled pixels' pair features (standardised once), starting
     from the unsupervised significance rule and pulled back towards it: 20 labels per class adjust the rule
     without swinging with the sample."""
-    ft, yt, fv, yv, units = labelled_features(measure, source, labels, tile, device, trainer_options.get("cancel"))
-    model.feature_mean.copy_(torch.from_numpy(ft.mean(axis=0)).float())
-    model.feature_std.copy_(torch.from_numpy(np.maximum(ft.std(axis=0), 1e-6)).float())
+    train, val = labelled_features(measure, source, labels, tile, device, trainer_options.get("cancel"))
+    model.feature_mean.copy_(torch.from_numpy(train.x.mean(axis=0)).float())
+    model.feature_std.copy_(torch.from_numpy(np.maximum(train.x.std(axis=0), 1e-6)).float())
     model.start_from_significance(labels.scheme.names.index(change_class))
-    trainer = FeatureTrainer(model, ft, yt, fv, yv, labels.scheme.names, cfg, device, penalty=model.prior_penalty,
-                             val_units=units, **trainer_options)
+    trainer = FeatureTrainer(model, train.x, train.y, val.x, val.y, labels.scheme.names, cfg, device,
+                             penalty=model.prior_penalty, val_units=val.units, **trainer_options)
     return trainer.run(resume=resume)
 
 

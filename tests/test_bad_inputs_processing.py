@@ -26,6 +26,10 @@ CASES = [  # (algorithm, parameters from the inputs and an output folder, what t
                                              "OUTPUT": str(o)}, r"threshold .50. is not allowed"),
     ("specaware:detectchange", lambda f, o: {"BEFORE": f["scene"], "AFTER": f["other_place"], "OUTPUT": str(o)},
      r"do not overlap"),
+    ("specaware:suggest", lambda f, o: {"INPUT": f["scene"], "MODEL": "nobody", "OUTPUT": str(o / "next.gpkg")},
+     r"no model 'nobody'"),
+    ("specaware:suggest", lambda f, o: {"INPUT": f["scene"], "MODEL": "nobody", "COUNT": 5,
+                                        "OUTPUT": str(o / "next.shp")}, r"give a path ending in \.gpkg"),
     ("specaware:classifycells", lambda f, o: {"INPUT": f["scene"], "MODEL": "nobody", "CELL_SIZE": 8,
                                               "OUTPUT": str(o / "cells.shp")}, r"give a path ending in \.gpkg"),
 ]

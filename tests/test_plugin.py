@@ -341,6 +341,33 @@ def test_second_job_is_queued_and_cancel_leaves_no_output(dock, tmp_path):
     assert left == [], f"cancelled runs left {left}"
 
 
+def test_turns_start_jobs_in_the_order_they_were_queued():
+    import threading
+    from specaware_qgis.tasks import Turns
+    turns, started, waited = Turns(), [], []
+    first, second, third = turns.take(), turns.take(), turns.take()
+
+    def job(ticket, cancelled=lambda: False):
+        if turns.wait(ticket, cancelled, lambda: waited.append(ticket), poll_s=0.01):
+            started.append(ticket)
+        else:
+            started.append(-ticket)
+    threads = [threading.Thread(target=job, args=(third,)), threading.Thread(target=job, args=(second,))]
+    for t in threads:  # the later tickets' threads start first, as the task manager may start them
+        t.start()
+    threads[0].join(0.2)
+    assert started == [] and sorted(waited) == [second, third]
+    turns.give_back(first)
+    threads[1].join(5)
+    assert started == [second]
+    turns.give_back(second)
+    threads[0].join(5)
+    assert started == [second, third]
+    fourth, fifth = turns.take(), turns.take()
+    job(fifth, cancelled=lambda: True)  # cancelled while the fourth is still due: never starts
+    assert started[-1] == -fifth
+
+
 def test_quiet_checks_stay_out_of_the_progress_line(dock):
     heard = []
     task = dock.queue.start("SpecAware: a quiet check", [("diagnostics", {})], heard.append, quiet=True)

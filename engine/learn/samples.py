@@ -209,12 +209,11 @@ def change_class(scheme: ClassScheme, polygons, class_field: str) -> str:
 
 @dataclass
 class LabelledPixels:
-    """Features (rows), classes (1…K) and polygons of one part's labelled pixels, and the tiles (x0, y0) that hold
-    them."""
+    """One part's labelled pixels (train or validation) and the tiles (x0, y0) that hold them."""
 
-    x: np.ndarray
-    y: np.ndarray
-    units: np.ndarray
+    x: np.ndarray  # [n, F] features
+    y: np.ndarray  # [n] classes 1…K
+    units: np.ndarray  # [n] each validation pixel's polygon, the sampling unit of its intervals (0 when training)
     tiles: list[tuple[int, int]]
 
 

@@ -41,6 +41,8 @@ def make_inputs(d: Path) -> dict[str, str]:
     f["other_place"] = str(labelled_raster(d / "elsewhere.tif", gt=(100000.0, 2.0, 0.0, 100000.0, 0.0, -2.0))[0])
     f["polygons"] = str(write_polygons(d / "train.gpkg", stripe_polygons()))
     f["empty"] = str(write_polygons(d / "empty.gpkg", []))
+    f["wrong_crs"] = str(write_polygons(d / "wrongcrs.geojson", stripe_polygons(), epsg=4326,
+                                        driver="GeoJSON"))  # the scene's UTM metres in a layer said to be in degrees
     f["one_class"] = str(write_polygons(d / "one.gpkg", [("water", rect(1, 1, 10, 10)),
                                                          ("water", rect(1, 20, 10, 30))]))
     f["no_class"] = str(write_polygons(d / "noclass.gpkg", [(None, rect(1, 1, 10, 10)), ("sand", rect(34, 1, 44, 9))]))
@@ -181,6 +183,8 @@ CASES = [
          r"empty\.gpkg \(layer 'labels'\) has no features"),
     Case("finetune-polygons-outside", "finetune", fin(polygons=inp("outside")),
          r"none of the 2 features of .*outside\.gpkg lies over the raster"),
+    Case("finetune-polygons-wrong-crs", "finetune", fin(polygons=inp("wrong_crs")),
+         r"wrongcrs\.geojson: feature \d+ has coordinates .* not valid in the layer's CRS \(WGS 84\).*set it"),
     Case("finetune-field-missing", "finetune", fin(class_field="klass"),
          r"has no field 'klass'; its fields are: class, note"),
     Case("finetune-field-empty-value", "finetune", fin(polygons=inp("no_class")),

@@ -109,6 +109,10 @@ def test_cli_commands_are_built_from_the_requests():
         cli_only = {"help", "json"} | ({"device"} if getattr(j.request, "computes", False) else set())
         dests = {a.dest for a in sub.choices[job]._actions} - cli_only
         assert dests == {name for name, _, p, _ in j.request.spec() if p.cli}, job
+        text = sub.choices[job].format_help()  # what `--help` prints: argparse formats every help with %
+        assert all(p.help.split("(")[0].split(",")[0][:20] in " ".join(text.split())
+                   for _, _, p, _ in j.request.spec() if p.cli and p.help), job
+    assert "95 % intervals" in " ".join(sub.choices["classify"].format_help().split())
 
 
 def test_unknown_missing_and_mistyped_parameters(files):

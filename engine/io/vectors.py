@@ -52,6 +52,22 @@ def spatial_ref(wkt_or_srs) -> osr.SpatialReference | None:
     return srs
 
 
+def _reproject(geom: ogr.Geometry, transform, path, fid: int, src_srs: osr.SpatialReference) -> None:
+    """Transform in place; coordinates that are not valid in the layer's CRS (UTM metres in a layer said to be in
+    degrees, say) are an error that names the feature and the CRS."""
+    centre = geom.Centroid()
+    try:
+        failed = geom.Transform(transform) != 0
+    except RuntimeError:
+        failed = True
+    if failed:
+        x, y = centre.GetX(), centre.GetY()
+        crs = src_srs.GetName() or "undefined"
+        raise EngineError(f"{shorten(path)}: feature {fid} has coordinates ({x:.6g}, {y:.6g}) that are not valid in "
+                          f"the layer's CRS ({crs}); the layer's CRS is probably wrong or missing: set it (in QGIS: "
+                          "Layer Properties › Source › Assigned Coordinate Reference System) and save the layer")
+
+
 def read_features(path, class_field: str | None, raster_ds, layer: str | None = None,
                   skip_unlabelled: bool = False) -> tuple[list, list[str]]:
     """[(class value, geometry in the raster's CRS)] for features over the raster, and notes on what was fixed.
@@ -98,7 +114,7 @@ def read_features(path, class_field: str | None, raster_ds, layer: str | None = 
             continue
         geom = geom.Clone()
         if transform is not None:
-            geom.Transform(transform)
+            _reproject(geom, transform, path, fid, src_srs)
         if not geom.IsValid():
             fixed = geom.MakeValid()
             if fixed is None or fixed.IsEmpty() or not fixed.IsValid():

@@ -157,6 +157,7 @@ def add_request_arguments(parser: argparse.ArgumentParser, request) -> None:
         if not p.cli:
             continue
         text = p.help + (f" (one of {', '.join(map(str, p.choices))})" if p.choices else "")
+        text = text.replace("%", "%%")  # argparse formats help with %: "95 % intervals" must stay text
         is_list = "list" in str(typ)
         if p.positional:
             nargs = ("+" if default is MISSING else "*") if is_list else (None if default is MISSING else "?")
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description="SpecAware engine")
     sub = p.add_subparsers(dest="command", required=True)
     for name, job in JOBS.items():
-        s = sub.add_parser(name, help=job.request.summary)
+        s = sub.add_parser(name, help=job.request.summary.replace("%", "%%"))
         add_request_arguments(s, job.request)
         if getattr(job.request, "computes", False):
             s.add_argument("--device", choices=DEVICES, default="auto", help="where to compute (default auto)")

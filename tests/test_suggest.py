@@ -94,6 +94,12 @@ def test_labelled_points_go_back_into_fine_tuning(trained, tmp_path):
     assert any("2 feature(s)" in w and "not labelled yet" in w for w in after["warnings"])
 
 
+def test_more_points_than_pixels_places_what_it_can_and_says_so(trained, tmp_path):
+    raster, _ = trained
+    r = call("suggest", raster=str(raster), model="m", count=10000, out=str(tmp_path / "all.gpkg"))
+    assert 0 < r["points"] < 10000 and any("of 10000 points could be placed" in w for w in r["warnings"])
+
+
 def test_errors_name_the_output_and_the_model(trained, tmp_path):
     raster, _ = trained
     with pytest.raises(EngineError, match=r"\.gpkg"):

@@ -100,7 +100,7 @@ class Candidates:
         by_class = [found[self.scores[found, 1] == c] for c in range(self.classes)]
         by_class = [ix[np.argsort(self.margin[ix])] for ix in by_class if len(ix)]
         chosen: list[int] = []
-        spacing = 0.5 * math.sqrt(width * height / count)
+        spacing = max(1.0, 0.5 * math.sqrt(width * height / count))  # more points than pixels: 1 px apart
         while len(chosen) < min(count, len(found)) and spacing >= 0.5:
             pointers = [0] * len(by_class)
             placed = True

@@ -120,6 +120,38 @@ def test_geotiff_band_metadata_in_micrometres(tmp_path):
     assert prof.wavelength_nm[0] == pytest.approx(420.0) and prof.sensor == "others" and prof.level == "L2"
 
 
+def test_band_numbers_are_not_wavelengths(tmp_path):
+    path = make_tif(tmp_path / "index.tif", spectra(), wavelengths=list(range(1, 21)), units="Index")
+    with pytest.raises(EngineError, match=r"index\.tif has no wavelength metadata \(20 bands\); choose a sensor"):
+        profile_for_raster(path)
+
+
+def test_gdal_band_scale_and_integer_reflectance_of_another_sensor(tmp_path):
+    cube = np.round(spectra() * 10000).astype(np.int16)
+    scaled = make_tif(tmp_path / "scaled.tif", cube, wavelengths=WL20)
+    ds = gdal.Open(str(scaled), gdal.GA_Update)
+    for b in range(1, 21):
+        ds.GetRasterBand(b).SetScale(1e-4)
+    ds = None
+    prof = profile_for_raster(scaled)
+    assert prof.scale == pytest.approx(1e-4) and prof.level == "L2"
+    with pytest.warns(SpecAwareWarning, match=r"plain\.tif: integer values up to \d+ are read as L1 .* give the "
+                                              r"level L2"):
+        prof = profile_for_raster(make_tif(tmp_path / "plain.tif", cube, wavelengths=WL20))
+    assert prof.level == "L1" and prof.scale == 1.0
+    assert profile_for_raster(tmp_path / "plain.tif", level="L2").scale == pytest.approx(1e-4)
+
+
+def test_a_bad_band_list_of_the_wrong_length_is_ignored_with_a_warning(tmp_path):
+    path = make_tif(tmp_path / "bbl.img", spectra(), fmt="ENVI")
+    hdr = path.with_suffix(".hdr")
+    hdr.write_text(hdr.read_text() + "wavelength units = Nanometers\nwavelength = {" + ", ".join(map(str, WL20))
+                   + "}\nbbl = {" + ", ".join(["1"] * 19) + "}\n")
+    with pytest.warns(SpecAwareWarning, match=r"bbl\.img: its bad-band list \(bbl\) has 19 entries for 20 bands"):
+        prof = profile_for_raster(path)
+    assert prof.bad_bands == []
+
+
 def test_custom_profile_saved_and_listed(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     prof = SensorProfile(name="Lab camera", sensor="others", level="L2", wavelength_nm=WL20, fwhm_nm=[10.0] * 20)

@@ -17,8 +17,10 @@ def parse_list(text: str | None) -> list[float] | None:
         return None
 
 
-def _to_nm(values: list[float], units: str | None) -> list[float]:
+def _to_nm(values: list[float], units: str | None) -> list[float] | None:
     u = (units or "").strip().lower()
+    if u == "index":  # ENVI's "band numbers, not wavelengths"
+        return None
     if u in ("micrometers", "micrometer", "micrometres", "micrometre", "microns", "micron", "um", "µm", "μm"):
         factor = 1000.0
     elif u in ("nanometers", "nanometer", "nanometres", "nanometre", "nm"):
@@ -65,16 +67,22 @@ def read_spectral_metadata(ds) -> dict:
         wl = None
     if fwhm is not None and (wl is None or len(fwhm) != len(wl)):
         fwhm = None
+    if wl and _to_nm(wl, units) is None:  # band numbers: as if there were no wavelength table
+        wl = fwhm = meta_count = None
     meta = {"wavelength_nm": _to_nm(wl, units) if wl else None,
             "fwhm_nm": _to_nm(fwhm, units) if fwhm and wl else None, "wavelength_count": meta_count}
     if meta["fwhm_nm"] and wl and max(fwhm) < 1 < max(wl):  # FWHM in µm next to wavelengths in nm
         meta["fwhm_nm"] = [f * 1000 for f in fwhm]
     bbl = parse_list(envi.get("bbl"))
     meta["bad_bands"] = [i for i, v in enumerate(bbl) if v == 0] if bbl and len(bbl) == ds.RasterCount else []
+    meta["bbl_count"] = len(bbl) if bbl else None
     ignore = parse_list(envi.get("data_ignore_value"))
     band_nd = ds.GetRasterBand(1).GetNoDataValue() if ds.RasterCount else None
     meta["nodata"] = ignore[0] if ignore else band_nd
     factor = parse_list(envi.get("reflectance_scale_factor"))
     meta["scale"] = 1.0 / factor[0] if factor and factor[0] not in (0, 1) else None
+    band_scale = ds.GetRasterBand(1).GetScale() if ds.RasterCount else None  # GDAL's own (GeoTIFF, NetCDF)
+    if meta["scale"] is None and band_scale not in (None, 0, 1):
+        meta["scale"] = float(band_scale)
     meta["sensor_type"] = envi.get("sensor_type")
     return meta

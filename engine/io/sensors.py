@@ -246,7 +246,8 @@ def robust_max(ds, bands: list[int], nodata) -> float | None:
     return float(np.percentile(a[ok], 99)) if ok.any() else None
 
 
-def _decide_level_and_scale(prof: SensorProfile, p99: float | None, integer: bool, scale_given: bool) -> None:
+def _decide_level_and_scale(prof: SensorProfile, p99: float | None, integer: bool, scale_given: bool,
+                            where: str) -> None:
     """L2 when the scaled values look like reflectance (≤ 2.5), else L1; integer AVIRIS reflectance is ×10000."""
     looks_reflectance = p99 is None or p99 * prof.scale <= LEVEL_MAX["L2"]
     ints_x10000 = integer and not scale_given and prof.scale == 1.0 and p99 is not None and \
@@ -258,6 +259,10 @@ def _decide_level_and_scale(prof: SensorProfile, p99: float | None, integer: boo
             prof.level, prof.scale = "L2", 1e-4
         else:
             prof.level = "L1"
+            if ints_x10000:
+                warnings.warn(f"{where}: integer values up to {p99:.0f} are read as L1 radiance; if they are "
+                              "reflectance × 10000, give the level L2 (then they are scaled by 1e-4)",
+                              SpecAwareWarning, stacklevel=3)
     elif prof.level == "L2" and not looks_reflectance and ints_x10000:
         prof.scale = 1e-4
 
@@ -299,7 +304,7 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
     integer = ds.GetRasterBand(1).DataType in (1, 2, 3, 4, 5, 12, 13)
     if prof.level is None or (prof.level == "L2" and integer):  # only then do the values decide anything
         p99 = robust_max(ds, prof.good_bands() or list(range(n)), prof.nodata)
-        _decide_level_and_scale(prof, p99, integer, bool(meta["scale"]))
+        _decide_level_and_scale(prof, p99, integer, bool(meta["scale"]), Path(path).name)
     prof.validate(shorten(path))
     return prof
 
@@ -338,6 +343,9 @@ def _profile_from_metadata(path, n: int, meta: dict, named: str | None) -> Senso
             fwhm = spacing_fwhm(wl) if n > 1 else [10.0]
             warnings.warn(f"{Path(path).name}: no FWHM in the metadata; using the band spacing instead",
                           SpecAwareWarning, stacklevel=3)
+    if meta.get("bbl_count") and meta["bbl_count"] != n:
+        warnings.warn(f"{Path(path).name}: its bad-band list (bbl) has {meta['bbl_count']} entries for {n} bands and "
+                      "is ignored; fix the header to flag bad bands", SpecAwareWarning, stacklevel=3)
     return SensorProfile(name=base.name if base else (meta.get("sensor_type") or "other sensor"),
                          sensor=key or "others", level=None, wavelength_nm=wl, fwhm_nm=list(map(float, fwhm)),
                          bad_bands=meta["bad_bands"], bad_windows_nm=base.bad_windows_nm if base else [],

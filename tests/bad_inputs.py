@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from osgeo import gdal
 
 from scenes import NORTH_UP, labelled_raster, rect, stripe_polygons, write_polygons
@@ -38,6 +39,13 @@ def make_inputs(d: Path) -> dict[str, str]:
     d.mkdir(parents=True, exist_ok=True)
     f = {}
     f["scene"] = str(labelled_raster(d / "scene.tif")[0])
+    water, truth = labelled_raster(d / "water_nodata.tif")
+    ds = gdal.Open(str(water), gdal.GA_Update)
+    for b in range(1, ds.RasterCount + 1):  # the water stripe is no-data: its polygons label nothing
+        band = ds.GetRasterBand(b)
+        band.WriteArray(np.where(truth == truth.max(), np.nan, band.ReadAsArray()).astype(np.float32))
+    ds = None
+    f["water_nodata"] = str(water)
     f["other_place"] = str(labelled_raster(d / "elsewhere.tif", gt=(100000.0, 2.0, 0.0, 100000.0, 0.0, -2.0))[0])
     f["polygons"] = str(write_polygons(d / "train.gpkg", stripe_polygons()))
     f["empty"] = str(write_polygons(d / "empty.gpkg", []))
@@ -185,6 +193,8 @@ CASES = [
          r"none of the 2 features of .*outside\.gpkg lies over the raster"),
     Case("finetune-polygons-wrong-crs", "finetune", fin(polygons=inp("wrong_crs")),
          r"wrongcrs\.geojson: feature \d+ has coordinates .* not valid in the layer's CRS \(WGS 84\).*set it"),
+    Case("finetune-class-on-nodata", "finetune", fin(raster=inp("water_nodata"), head="linear"),
+         r"water_nodata\.tif: every labelled pixel of class 'water' \(\d+ px\) is no-data in the raster"),
     Case("finetune-field-missing", "finetune", fin(class_field="klass"),
          r"has no field 'klass'; its fields are: class, note"),
     Case("finetune-field-empty-value", "finetune", fin(polygons=inp("no_class")),

@@ -83,6 +83,28 @@ class LabelSet:
             return (self.val > 0).astype(np.int64) * (np.arange(self.val.size).reshape(self.val.shape) + 1)
         return np.where(self.val > 0, ids, 0)
 
+    def check_data(self, source, raster_name: str, tile: int = 256) -> None:
+        """Refuse a class whose every labelled pixel is no-data in `source` (anything with `width`, `height` and
+        `read(x, y, w, h) → (values, valid)`): it would be trained on nothing and never be predicted."""
+        labelled = (self.train > 0) | (self.val > 0)
+        with_data = np.zeros(len(self.scheme.names) + 1, bool)
+        grid = TileGrid(source.width, source.height, tile)
+        for y0 in grid.rows:
+            for x0 in grid.columns:
+                x, y, w, h = grid.window(x0, y0)
+                if not labelled[y:y + h, x:x + w].any():
+                    continue
+                valid = source.read(x, y, w, h)[1]
+                for part in (self.train, self.val):
+                    with_data[np.unique(part[y:y + h, x:x + w][valid])] = True
+        counts = sum(np.bincount(part.ravel(), minlength=len(self.scheme.names) + 1) for part in (self.train, self.val))
+        empty = [f"{name!r} ({counts[i]} px)" for i, name in enumerate(self.scheme.names, 1)
+                 if counts[i] and not with_data[i]]
+        if empty:
+            raise EngineError(f"{raster_name}: every labelled pixel of class {', '.join(empty)} is no-data in the "
+                              "raster; draw its polygons where the raster has data, or check the raster's no-data "
+                              "value")
+
     def split_method(self, val_fraction: float, layer: str | None) -> str:
         """How the validation pixels were chosen, in words, for reports."""
         if layer:

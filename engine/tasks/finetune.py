@@ -164,6 +164,7 @@ def finetune(req: FinetuneRequest, runtime: Runtime | None = None, progress: Pro
         progress(0.0, "rasterising the training polygons")
         labels = load_labels(ds, req.polygons, req.class_field, req.layer, req.val_polygons, req.val_fraction,
                              train.seed, req.colors, req.samples)
+        labels.check_data(source, shorten(req.raster))
         if req.after:
             extra["change_class"] = change_class(labels.scheme, req.polygons, req.class_field)
         torch.manual_seed(train.seed)

@@ -48,7 +48,7 @@ def changed_copy(src: Path, dst: Path) -> Path:
 def child(before: str, after: str, out: str) -> None:
     from engine.service.jobs import call
     t0 = time.perf_counter()
-    r = call("change", before=before, after=after, out=out, min_area=100)
+    r = call("change", before=before, after=after, out=out, min_area=100, overwrite=True)  # the bench's own folder
     print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib(),
                       "changed_ha": r["changed_area_ha"], "polygons": r["polygons"]["count"]}))
 

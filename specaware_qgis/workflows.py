@@ -19,9 +19,10 @@ ADAPT_KEYS = ("raster", "preset", "backbone", "seed", "profile")  # what adaptat
 
 
 def classify(raster: str, out: str, model: str | None = None, clusters: int | None = None,
-             profile: str | None = None) -> list[Step]:
+             profile: str | None = None, overwrite: bool = False) -> list[Step]:
     """Classify with a model (a name or bundle folder), or into `clusters` unsupervised clusters."""
-    return [("classify", {"raster": raster, "out": out, "model": model, "clusters": clusters, "profile": profile})]
+    return [("classify", {"raster": raster, "out": out, "model": model, "clusters": clusters, "profile": profile,
+                          "overwrite": overwrite})]
 
 
 def classify_cells(raster: str, out: str, model: str, cell_size: int | None = None, zones: str | None = None,
@@ -62,13 +63,13 @@ def suggest(raster: str, model: str, count: int, out: str, polygons: str | None 
 
 def change(before: str, after: str, out: str, threshold: str | float = "significance", min_area: float = 0.0,
            model: str | None = None, samples: dict | None = None, method: str = "specaware",
-           p_value: float = 0.001) -> list[Step]:
+           p_value: float = 0.001, overwrite: bool = False) -> list[Step]:
     """Change between two dates: unsupervised, or with a change or classification `model` (from–to classes).
 
     With `samples` (`polygons`, `layer`, `class_field`, `preset`, `epochs`: change / no-change polygons), a change
     model is first trained on the pair, named after the output folder, and then maps it."""
     params = {"before": before, "after": after, "out": out, "threshold": threshold, "min_area": min_area,
-              "model": model, "method": method, "p_value": p_value}
+              "model": model, "method": method, "p_value": p_value, "overwrite": overwrite}
     if samples is None:
         return [("change", params)]
     train = {"task": CHANGE_TASK, "raster": before, "after": after, "out": f"change-{Path(out).name}",

@@ -253,3 +253,23 @@ def test_an_existing_output_file_is_left_alone_unless_overwrite_is_asked(world, 
         parse(job, {**params(world["files"]), "out": str(mine)}).validate()
     assert mine.read_bytes() == b"the analyst's labelled points"
     parse(job, {**params(world["files"]), "out": str(mine), "overwrite": True}).validate()  # asked for: allowed
+
+
+@pytest.mark.parametrize("job,params,name", [
+    ("classify", lambda f: {"raster": f["scene"], "clusters": 3}, "report.html"),
+    ("change", lambda f: {"before": f["scene"], "after": f["scene"]}, "summary.json"),
+])
+def test_an_output_folder_holding_files_of_the_output_names_is_left_alone_unless_overwrite(world, tmp_path, job,
+                                                                                           params, name):
+    """The analyst's own report.html (or an earlier run's map) in the chosen folder is never replaced by accident;
+    with `overwrite` the job runs and replaces it."""
+    from engine.core.errors import EngineError
+    from engine.service.jobs import call
+    mine = tmp_path / "project" / name
+    mine.parent.mkdir()
+    mine.write_text("the analyst's notes")
+    with pytest.raises(EngineError, match=rf"out: .*project holds {name} already, left alone; choose another folder"):
+        call(job, **params(world["files"]), out=str(mine.parent))
+    assert mine.read_text() == "the analyst's notes" and [p.name for p in mine.parent.iterdir()] == [name]
+    call(job, **params(world["files"]), out=str(mine.parent), overwrite=True)
+    assert mine.read_text() != "the analyst's notes"

@@ -44,7 +44,8 @@ def test_vocabulary_is_the_shared_file():
 
 def test_classify_with_a_model_or_clusters():
     assert workflows.classify("/d/a.tif", "/o", model="stripes") == [
-        ("classify", {"raster": "/d/a.tif", "out": "/o", "model": "stripes", "clusters": None, "profile": None})]
+        ("classify", {"raster": "/d/a.tif", "out": "/o", "model": "stripes", "clusters": None, "profile": None,
+                      "overwrite": False})]
     (job, params), = workflows.classify("/d/a.tif", "/o", clusters=6, profile="/p.json")
     assert job == "classify" and params["clusters"] == 6 and params["model"] is None and params["profile"] == "/p.json"
 
@@ -82,7 +83,7 @@ def test_unsupervised_and_from_to_change_are_one_step():
     (job, params), = workflows.change("/d/a.tif", "/d/b.tif", "/o/change-b", min_area=50.0)
     assert job == "change" and params == {"before": "/d/a.tif", "after": "/d/b.tif", "out": "/o/change-b",
                                           "threshold": "significance", "min_area": 50.0, "model": None,
-                                          "method": "specaware", "p_value": 0.001}
+                                          "method": "specaware", "p_value": 0.001, "overwrite": False}
     (job, params), = workflows.change("/d/a.tif", "/d/b.tif", "/o/c", "otsu", method="irmad", p_value=0.01)
     assert params["method"] == "irmad" and params["threshold"] == "otsu" and params["p_value"] == 0.01
     (job, params), = workflows.change("/d/a.tif", "/d/b.tif", "/o/c", 0.3, model="/m/landcover")

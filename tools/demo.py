@@ -111,7 +111,8 @@ def main() -> int:
     meta = json.loads((Path(trained["bundle"]) / "model.json").read_text())
 
     step(t0, "3/5 classifying the whole scene")
-    result = call("classify", progress, raster=str(scene.raster), out=str(out / "classified"), model=trained["bundle"])
+    result = call("classify", progress, raster=str(scene.raster), out=str(out / "classified"), model=trained["bundle"],
+                  overwrite=True)  # the demo's own folder: a second run replaces the first's map
     truth = gdal.Open(str(scene.truth)).ReadAsArray()
     pred = gdal.Open(str(out / "classified" / "classes.tif")).ReadAsArray()
     full = score(truth, pred, meta["classes"]["names"])
@@ -122,7 +123,7 @@ def main() -> int:
     for was, now, x, y, side in second.blocks:
         print(f"  {was} → {now}: {side} × {side} px at ({x}, {y})")
     changed = call("change", progress, before=str(scene.raster), after=str(second.after), out=str(out / "change"),
-                   min_area=9 * 9.0)
+                   min_area=9 * 9.0, overwrite=True)
     change_acc = change_accuracy(second.change, out / "change" / "change.tif")
     atomic_write_text(out / "accuracy_change.json", json.dumps(change_acc, indent=1))
 

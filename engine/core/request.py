@@ -128,6 +128,12 @@ class Request:
             if p.kind == "out-file" and value is not None and exists(Path(str(value)).expanduser()):
                 raise EngineError(f"{name}: {shorten(value)} exists already and is left alone; choose another file "
                                   "name, or ask for it to be replaced (overwrite, --overwrite)")
+        if hasattr(self, "overwrite"):  # jobs that write named files into a folder: the same rule for each
+            there = [path for path in self.output_paths() if exists(path.expanduser())]
+            if there:
+                raise EngineError(f"out: {shorten(there[0].parent)} holds {', '.join(p.name for p in there)} "
+                                  "already, left alone; choose another folder, or ask for them to be replaced "
+                                  "(overwrite, --overwrite)")
 
     def input_paths(self) -> list[Path]:
         """Every input file the request names (with ENVI headers beside rasters)."""

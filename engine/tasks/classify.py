@@ -48,6 +48,7 @@ class ClassifyRequest(SensorChoice, BackboneChoice):
                                          "the report then gives accuracy with 95 % intervals and error-adjusted "
                                          "class areas", kind="vector")
     class_field: str = param("class", "the validation layer's class field")
+    overwrite: bool = param(False, "replace outputs of these names already in the folder (never done otherwise)")
 
     def check(self) -> None:
         if (self.model is None) == (self.clusters is None):

@@ -45,6 +45,8 @@ class ClassifyAlgorithm(EngineAlgorithm):
                                               "raster's metadata)", optional=True), PROFILE_HELP)
         self.add(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"),
                  "Where classes.tif, confidence.tif and the report are written, all together or not at all.")
+        self.add(QgsProcessingParameterBoolean("OVERWRITE", "Replace outputs already in the folder", False),
+                 "Without it, a folder that holds classes.tif, confidence.tif or a report already is left alone.")
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", "Classes"))
         self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
         self.addOutput(QgsProcessingOutputHtml("REPORT", "Report"))
@@ -55,7 +57,8 @@ class ClassifyAlgorithm(EngineAlgorithm):
         if (model is None) == (clusters is None):
             raise QgsProcessingException("give either a model or a number of clusters (2–64), not both")
         return workflows.classify(self.raster(parameters, "INPUT", context), self.folder(parameters, "OUTPUT", context),
-                                  model, clusters, self.parameterAsString(parameters, "PROFILE", context) or None)
+                                  model, clusters, self.parameterAsString(parameters, "PROFILE", context) or None,
+                                  self.parameterAsBoolean(parameters, "OVERWRITE", context))
 
     def finish(self, results, parameters, context, feedback):
         r = results[-1]
@@ -193,6 +196,9 @@ class ChangeAlgorithm(EngineAlgorithm):
         self.add(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"),
                  "Where change.tif, magnitude.tif, change.gpkg and summary.json are written, all together or not "
                  "at all.")
+        self.add(QgsProcessingParameterBoolean("OVERWRITE", "Replace outputs already in the folder", False),
+                 "Without it, a folder that holds change.tif, magnitude.tif, change.gpkg or summary.json already is "
+                 "left alone.")
         self.addOutput(QgsProcessingOutputRasterLayer("CHANGE", "Change"))
         self.addOutput(QgsProcessingOutputRasterLayer("MAGNITUDE", "Change magnitude"))
         self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Change polygons"))
@@ -206,7 +212,8 @@ class ChangeAlgorithm(EngineAlgorithm):
                                 self.parameterAsDouble(parameters, "MIN_AREA", context),
                                 self.parameterAsString(parameters, "MODEL", context).strip() or None,
                                 method=CHANGE_METHODS[self.parameterAsEnum(parameters, "METHOD", context)],
-                                p_value=self.parameterAsDouble(parameters, "P_VALUE", context))
+                                p_value=self.parameterAsDouble(parameters, "P_VALUE", context),
+                                overwrite=self.parameterAsBoolean(parameters, "OVERWRITE", context))
 
     def finish(self, results, parameters, context, feedback):
         r = results[-1]

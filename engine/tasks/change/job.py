@@ -66,6 +66,7 @@ class ChangeRequest(BackboneChoice):
     model: str | None = param(None, "a change model (finetune --task change) gives the change probability; a "
                                     "land-cover model also classifies both dates (fromto.tif, transitions)",
                               kind="model")
+    overwrite: bool = param(False, "replace outputs of these names already in the folder (never done otherwise)")
 
     def threshold_value(self) -> str | float:
         """'significance', 'otsu', or the magnitude above which a pixel has changed."""

@@ -152,6 +152,21 @@ def test_a_bad_band_list_of_the_wrong_length_is_ignored_with_a_warning(tmp_path)
     assert prof.bad_bands == []
 
 
+def test_a_raster_in_degrees_has_its_pixel_measured_in_metres(tmp_path):
+    from engine.io.datasets import ground_pixel
+    from engine.service.jobs import call
+    from scenes import labelled_raster
+    utm, _ = labelled_raster(tmp_path / "utm.tif")  # 2 m pixels in UTM
+    degrees = tmp_path / "degrees.tif"
+    gdal.Warp(str(degrees), str(utm), dstSRS="EPSG:4326")  # as EMIT and some mosaics ship
+    row, area = ground_pixel(gdal.Open(str(degrees)))
+    assert row == pytest.approx(2.0, rel=0.1) and area == pytest.approx(4.0, rel=0.15)
+    assert profile_for_raster(degrees).gsd == pytest.approx(2.0, rel=0.1)
+    assert ground_pixel(gdal.Open(str(utm))) == (2.0, 4.0)
+    r = call("classify", raster=str(degrees), out=str(tmp_path / "map"), clusters=3, preset="tiny")
+    assert r["pixel_area_m2"] == pytest.approx(4.0, rel=0.15)
+
+
 def test_custom_profile_saved_and_listed(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     prof = SensorProfile(name="Lab camera", sensor="others", level="L2", wavelength_nm=WL20, fwhm_nm=[10.0] * 20)

@@ -1,10 +1,11 @@
-"""Opening rasters with GDAL, with an error that names the file and says why it cannot be used."""
+"""Opening rasters with GDAL, with an error that names the file and says why it cannot be used; their ground pixel."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-from osgeo import gdal
+from osgeo import gdal, osr
 
 from ..core.errors import EngineError, shorten
 from ..core.request import exists
@@ -47,3 +48,28 @@ def open_raster(path: str | Path):
 def file_list(ds) -> list[Path]:
     """The files GDAL read for this dataset (the raster and sidecars such as an ENVI .hdr)."""
     return [Path(f) for f in (ds.GetFileList() or [])]
+
+
+def ground_pixel(ds) -> tuple[float | None, float | None]:
+    """(metres along a row, m² per pixel) of a raster's grid, rotation included. A projected CRS counts in its
+    linear unit; a geographic one (degrees, as EMIT or some mosaics ship) is measured on a local equal-area
+    projection at the raster's centre. None without georeferencing."""
+    gt = ds.GetGeoTransform(can_return_null=True)
+    if gt is None or tuple(gt) == (0.0, 1.0, 0.0, 0.0, 0.0, 1.0):
+        return None, None
+    row, area = math.hypot(gt[1], gt[2]), abs(gt[1] * gt[5] - gt[2] * gt[4])  # as GSD has always been read
+    srs = osr.SpatialReference(wkt=ds.GetProjection()) if ds.GetProjection() else None
+    if srs is None or not srs.IsGeographic():
+        unit = srs.GetLinearUnits() if srs is not None and srs.IsProjected() else 1.0
+        return row * unit, area * unit * unit
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    cx, cy = ds.RasterXSize / 2, ds.RasterYSize / 2
+    corners = [(gt[0] + px * gt[1] + py * gt[2], gt[3] + px * gt[4] + py * gt[5])
+               for px, py in ((cx, cy), (cx + 1, cy), (cx + 1, cy + 1), (cx, cy + 1))]
+    local = osr.SpatialReference()
+    local.ImportFromProj4(f"+proj=laea +lat_0={corners[0][1]} +lon_0={corners[0][0]} +datum=WGS84 +units=m")
+    local.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    to_local = osr.CoordinateTransformation(srs, local)
+    xy = [to_local.TransformPoint(x, y)[:2] for x, y in corners]
+    shoelace = 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(xy, xy[1:] + xy[:1])))
+    return math.hypot(xy[1][0] - xy[0][0], xy[1][1] - xy[0][1]), shoelace

@@ -9,9 +9,8 @@ import numpy as np
 from osgeo import gdal, osr
 
 from ..core.errors import EngineError, shorten
-from .datasets import open_raster
+from .datasets import ground_pixel, open_raster
 from .raster import RasterSource, detected_profile
-from .sensors import gsd_from_geotransform
 from .strips import StackedStrip
 from .vectors import raster_footprint, spatial_ref
 
@@ -86,7 +85,7 @@ def pair(before: str, after: str, workdir: Path) -> tuple[str, str, dict]:
         gdal.Warp(dst, b, resampleAlg="bilinear", dstNodata=-9999)
         dst = None
         how = "warped onto the rotated grid (temporary GeoTIFF)"
-    pixel_area = abs(gt[1] * gt[5] - gt[2] * gt[4])
+    pixel_area = ground_pixel(ga)[1] or abs(gt[1] * gt[5] - gt[2] * gt[4])
     return a_vrt, b_path, {"overlap_px": [W, H], "overlap_window_in_before": list(win),
                            "overlap_area_ha": round(W * H * pixel_area / 1e4, 4), "pairing": how}
 
@@ -100,7 +99,7 @@ def open_pair(before: str, after: str, workdir: Path, profile=None, sensor=None,
     for path, user_path, opts in ((a_path, before, (profile, sensor, level)), (b_path, after, (after_profile,))):
         prof = detected_profile(user_path, *opts)
         paired = gdal.Open(path)
-        prof.gsd = gsd_from_geotransform(paired.GetGeoTransform()) or prof.gsd  # pixels now on the first grid
+        prof.gsd = ground_pixel(paired)[0] or prof.gsd  # pixels now on the first grid
         sources.append(RasterSource(user_path, prof, paired))
     return sources[0], sources[1], facts
 

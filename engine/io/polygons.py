@@ -13,11 +13,11 @@ from osgeo import gdal, ogr, osr
 from .vectors import create_gpkg_layer
 
 def polygonize(change_tif: Path, magnitude_tif: Path, fromto_tif: Path | None, names: list[str], out: Path,
-               min_area: float) -> dict:
+               min_area: float, m2_per_area_unit: float = 1.0) -> dict:
     """Changed areas as polygons (`gdal.Polygonize`) with area_m2, mean magnitude and from/to classes."""
     scratch = Path(tempfile.mkdtemp(prefix=".specaware-polygonize-", dir=out.parent))
     try:
-        return _polygonize(change_tif, magnitude_tif, fromto_tif, names, out, min_area, scratch)
+        return _polygonize(change_tif, magnitude_tif, fromto_tif, names, out, min_area, scratch, m2_per_area_unit)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -32,7 +32,8 @@ def _scratch_raster(path: Path, like, dtype):
     return ds
 
 
-def _polygonize(change_tif, magnitude_tif, fromto_tif, names, out: Path, min_area: float, scratch: Path) -> dict:
+def _polygonize(change_tif, magnitude_tif, fromto_tif, names, out: Path, min_area: float, scratch: Path,
+                m2_per_area_unit: float) -> dict:
     ds = gdal.Open(str(change_tif))
     band = ds.GetRasterBand(1)
     W, H = ds.RasterXSize, ds.RasterYSize
@@ -68,7 +69,7 @@ def _polygonize(change_tif, magnitude_tif, fromto_tif, names, out: Path, min_are
     kept = dropped = 0
     lyr.ResetReading()
     for f in list(lyr):
-        area = f.GetGeometryRef().GetArea()
+        area = f.GetGeometryRef().GetArea() * m2_per_area_unit  # a geographic CRS's degrees², in m²
         if area < min_area:
             lyr.DeleteFeature(f.GetFID())
             dropped += 1

@@ -7,7 +7,6 @@ custom JSON file saved under the user config dir.
 from __future__ import annotations
 
 import json
-import math
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,7 @@ from ..core.errors import EngineError, SpecAwareWarning, shorten
 from ..core.paths import config_dir
 from ..core.vocabulary import LEVEL_MAX, LEVELS, RESOURCES, SENSORS, WAVELENGTH_MAX_NM, WAVELENGTH_MIN_NM
 from .band_metadata import read_spectral_metadata
-from .datasets import open_raster
+from .datasets import ground_pixel, open_raster
 
 BUILTIN_DIR = RESOURCES / "sensors"
 SENSOR_FROM_NAME = [  # (pattern anywhere in the file name, sensor key)
@@ -229,13 +228,6 @@ def sensor_from_header(sensor_type: str | None) -> tuple[str | None, bool]:
     return key, key is not None or text.lower() not in NO_SENSOR_NAMES
 
 
-def gsd_from_geotransform(gt) -> float | None:
-    """√(a² + b²) of the geotransform: the pixel size along a row, rotation included (AVIRIS-NG grids)."""
-    if gt is None or tuple(gt) == (0.0, 1.0, 0.0, 0.0, 0.0, 1.0):
-        return None
-    return math.hypot(gt[1], gt[2])
-
-
 def robust_max(ds, bands: list[int], nodata) -> float | None:
     """99th percentile of the raw values in one small central window (None when it holds no valid value)."""
     w, h = min(ds.RasterXSize, 64), min(ds.RasterYSize, 64)
@@ -298,7 +290,7 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
         prof.nodata = meta["nodata"]
     if meta["scale"]:
         prof.scale = meta["scale"]
-    gsd = gsd_from_geotransform(ds.GetGeoTransform(can_return_null=True))
+    gsd = ground_pixel(ds)[0]
     prof.gsd = gsd or prof.gsd
     prof.level = level or (chosen.level if chosen else None) or level_from_name(path)
     integer = ds.GetRasterBand(1).DataType in (1, 2, 3, 4, 5, 12, 13)

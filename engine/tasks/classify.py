@@ -18,6 +18,7 @@ from ..core.progress import CancelFn, ProgressFn, check_cancel, no_progress, sca
 from ..core.request import param
 from ..core.runtime import Runtime
 from ..io.colors import hex_to_rgb, palette
+from ..io.datasets import ground_pixel
 from ..io.raster import RasterSource
 from ..io.report import report_files
 from ..io.sensors import SensorProfile
@@ -175,7 +176,7 @@ def classify_to_geotiffs(source: RasterSource, model_fn, class_names: list[str],
     warnings_out = []
     if stats.valid_pixels == 0:
         warnings_out.append(f"{shorten(source.path)} has no valid pixels (all no-data); the outputs are all no-data")
-    pixel_area = abs(gt[1] * gt[5] - gt[2] * gt[4]) if gt else None
+    pixel_area = ground_pixel(source.ds)[1]
     return {"outputs": [str(outputs.final(w.path.name)) for w in writers],
             "pixel_counts": {name: int(counts[i + 1]) for i, name in enumerate(class_names)},
             "nodata_pixels": int(counts[0]), "pixel_area_m2": pixel_area, "tiles": stats.tiles,

@@ -29,6 +29,7 @@ from ...core.vocabulary import CHANGE_METHODS, THRESHOLD_MODES
 from ...io.colors import hex_to_rgb
 from ...io.pairing import PairSource, open_pair
 from ...io.polygons import polygonize
+from ...io.datasets import ground_pixel
 from ...io.sensors import SensorProfile
 from ...io.stream import stream_predictions
 from ...io.writers import OutputSet, georef
@@ -107,11 +108,13 @@ def detect_change(req: ChangeRequest, runtime: Runtime | None = None, progress: 
                                tile, scaled(progress, 0.1, 0.9), cancel)
         shutil.rmtree(work, ignore_errors=True)
         progress(0.95, "vectorising the changed areas")
+        gt = georef(src_a.ds)[0]
+        grid_area = abs(gt[1] * gt[5] - gt[2] * gt[4])
+        px_area = ground_pixel(src_a.ds)[1] or grid_area
         with out.guard("change.gpkg") as gpkg:
             polygons = polygonize(out.path("change.tif"), out.path("magnitude.tif"),
-                                  out.path("fromto.tif") if names else None, names, gpkg, req.min_area)
-        gt = georef(src_a.ds)[0]
-        px_area = abs(gt[1] * gt[5] - gt[2] * gt[4])
+                                  out.path("fromto.tif") if names else None, names, gpkg, req.min_area,
+                                  m2_per_area_unit=px_area / grid_area if grid_area else 1.0)
         changed_ha = round(result["changed"] * px_area / 1e4, 4)
         summary = {
             "before": str(req.before), "after": str(req.after), **facts,

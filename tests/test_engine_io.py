@@ -167,6 +167,16 @@ def test_a_raster_in_degrees_has_its_pixel_measured_in_metres(tmp_path):
     assert r["pixel_area_m2"] == pytest.approx(4.0, rel=0.15)
 
 
+def test_bands_with_no_data_anywhere_are_dropped_with_a_warning(tmp_path):
+    cube = spectra(h=128, w=128)
+    cube[[3, 10]] = np.nan  # bands 4 and 11: no value anywhere
+    cube[1, 32:96, 32:96] = np.nan  # band 2: no value in the middle only
+    cube[:, :20, :20] = np.nan  # a no-data corner (every band) says nothing about any band
+    with pytest.warns(SpecAwareWarning, match=r"holes\.tif: band\(s\) 4, 11 hold no valid value"):
+        prof = profile_for_raster(make_tif(tmp_path / "holes.tif", cube, wavelengths=WL20))
+    assert prof.bad_bands == [3, 10] and len(prof.good_bands()) == 18
+
+
 def test_custom_profile_saved_and_listed(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     prof = SensorProfile(name="Lab camera", sensor="others", level="L2", wavelength_nm=WL20, fwhm_nm=[10.0] * 20)

@@ -238,6 +238,27 @@ def robust_max(ds, bands: list[int], nodata) -> float | None:
     return float(np.percentile(a[ok], 99)) if ok.any() else None
 
 
+def empty_bands(ds, bands: list[int], nodata) -> list[int]:
+    """Bands (0-based) with no valid value in the central 64×64 window nor in four windows spread over the raster
+    while other bands have some: a band that is no-data everywhere would make every pixel no-data."""
+    def invalid(x0: int, y0: int, w: int, h: int, chosen: list[int]) -> np.ndarray:
+        a = ds.ReadAsArray(x0, y0, w, h, band_list=[b + 1 for b in chosen]).astype(np.float64).reshape(len(chosen), -1)
+        return ~(np.isfinite(a) & (a != (nodata if nodata is not None else NODATA_DEFAULT)) & (a > -1000))
+    W, H = ds.RasterXSize, ds.RasterYSize
+    w, h = min(W, 64), min(H, 64)
+    windows = [((W - w) // 2, (H - h) // 2)] + [(int(fx * (W - w)), int(fy * (H - h)))
+                                                for fx, fy in ((0.2, 0.2), (0.8, 0.2), (0.2, 0.8), (0.8, 0.8))]
+    candidates = list(bands)
+    for x0, y0 in windows:
+        bad = invalid(x0, y0, w, h, candidates)
+        if bad.all():  # no band has data here: a no-data corner says nothing about the bands
+            continue
+        candidates = [b for b, empty in zip(candidates, bad.all(axis=1)) if empty]
+        if not candidates:
+            break
+    return candidates if len(candidates) < len(bands) else []
+
+
 def _decide_level_and_scale(prof: SensorProfile, p99: float | None, integer: bool, scale_given: bool,
                             where: str) -> None:
     """L2 when the scaled values look like reflectance (≤ 2.5), else L1; integer AVIRIS reflectance is ×10000."""
@@ -292,6 +313,12 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
         prof.scale = meta["scale"]
     gsd = ground_pixel(ds)[0]
     prof.gsd = gsd or prof.gsd
+    empty = empty_bands(ds, prof.good_bands(), prof.nodata) if prof.good_bands() else []
+    if empty:
+        prof.bad_bands = sorted(set(prof.bad_bands) | set(empty))
+        warnings.warn(f"{Path(path).name}: band(s) {', '.join(str(b + 1) for b in empty[:12])}"
+                      f"{'…' if len(empty) > 12 else ''} hold no valid value (all no-data) and are not used",
+                      SpecAwareWarning, stacklevel=2)
     prof.level = level or (chosen.level if chosen else None) or level_from_name(path)
     integer = ds.GetRasterBand(1).DataType in (1, 2, 3, 4, 5, 12, 13)
     if prof.level is None or (prof.level == "L2" and integer):  # only then do the values decide anything

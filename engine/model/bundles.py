@@ -29,8 +29,9 @@ REQUIRED = ("preset_config", "head", "classes", "profile", "tile")
 
 def check_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name or ""):
-        raise EngineError(f"model name {name!r} may use letters, digits, '_', '-' and '.', starting with a letter "
-                          "or digit")
+        raise EngineError(f"model name {name!r} (the last folder of the path) may use the letters A–Z and a–z "
+                          "without accents, digits, '_', '-' and '.', starting with a letter or digit, up to 100 "
+                          "characters")
     return name
 
 

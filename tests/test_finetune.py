@@ -236,6 +236,15 @@ def test_cross_sensor_warns_and_disjoint_wavelengths_fail(scene, tmp_path):
     out = classify(str(other), str(tmp_path / "o"), model="m")
     assert any("cross-sensor" in w for w in out["warnings"])
     assert any("cross-sensor" in w for w in json.loads((tmp_path / "o" / "report.json").read_text())["warnings"])
+    wide, _ = labelled_raster(tmp_path / "wide.tif")  # the same bands, four times as wide
+    ds = gdal.Open(str(wide), gdal.GA_Update)
+    for b in range(1, ds.RasterCount + 1):
+        ds.GetRasterBand(b).SetMetadataItem("fwhm", "40")
+    ds = None
+    out = classify(str(wide), str(tmp_path / "w"), model="m")
+    assert any("cross-sensor use (band widths (FWHM) differ)" in w for w in out["warnings"]), out["warnings"]
+    out = classify(str(raster), str(tmp_path / "same"), model="m")
+    assert not any("cross-sensor" in w for w in out["warnings"]), out["warnings"]
     from test_engine_io import make_tif, spectra
     swir = make_tif(tmp_path / "swir.tif", spectra(5, 16, 16), gt=NORTH_UP,
                     wavelengths=list(np.linspace(2450, 2540, 5)))

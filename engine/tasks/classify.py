@@ -78,11 +78,17 @@ def check_sensor_overlap(trained: SensorProfile, source: RasterSource, raster: s
                           "overlap, so it cannot classify this raster; fine-tune a model on this sensor")
     p = source.profile
     same_bands = len(twl) == len(source.bands) and np.abs(twl - source.wavelength).max() <= 2.0
-    if not same_bands or (trained.sensor, trained.level) != (p.sensor, p.level):
-        warnings.warn(f"cross-sensor use: the model was trained on {trained.name} ({trained.sensor}, {len(twl)} "
-                      f"bands, {trained.level}) and {shorten(raster)} is {p.name} ({p.sensor}, {len(source.bands)} "
-                      f"bands, {p.level}); SpecAware's hypernetwork adapts to the bands, but check the map against "
-                      "known areas", SpecAwareWarning, stacklevel=2)
+    tfw = np.asarray(trained.fwhm_nm)[trained.good_bands()]
+    differs = [what for what, differ in (
+        ("band wavelengths", not same_bands),
+        ("band widths (FWHM)",  # what the hypernetwork sees too: a header without FWHM, say
+         same_bands and np.abs(tfw - np.asarray(source.fwhm)).max() > max(2.0, 0.2 * float(np.median(tfw)))),
+        ("sensor", trained.sensor != p.sensor), ("processing level", trained.level != p.level)) if differ]
+    if differs:
+        warnings.warn(f"cross-sensor use ({', '.join(differs)} differ): the model was trained on {trained.name} "
+                      f"({trained.sensor}, {len(twl)} bands, {trained.level}) and {shorten(raster)} is {p.name} "
+                      f"({p.sensor}, {len(source.bands)} bands, {p.level}); SpecAware's hypernetwork adapts to the "
+                      "bands, but check the map against known areas", SpecAwareWarning, stacklevel=2)
 
 
 def bundle_network(bundle, source: RasterSource, runtime: Runtime):

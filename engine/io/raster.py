@@ -59,8 +59,10 @@ class RasterSource:
         self.profile = profile
         self.bands = profile.good_bands()
         if not self.bands:
-            raise EngineError(f"{shorten(path)}: no usable bands remain after dropping {len(profile.dropped())} "
-                              "(out of range or water vapour); check the sensor profile")
+            reasons = sorted(set(profile.dropped().values()))
+            raise EngineError(f"{shorten(path)}: no usable bands remain after dropping all {profile.n_bands} "
+                              f"({'; '.join(reasons[:3])}); check the header's bad-band list and wavelengths, or "
+                              "choose a sensor profile")
         self.width, self.height = self.ds.RasterXSize, self.ds.RasterYSize
         self.nodata = {NODATA_DEFAULT} | ({profile.nodata} if profile.nodata is not None else set())
         self.lines = line_reader(self.ds)  # checked while the file is as it was opened

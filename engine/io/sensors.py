@@ -71,7 +71,7 @@ class SensorProfile:
             if not (WAVELENGTH_MIN_NM <= wl <= WAVELENGTH_MAX_NM):
                 out[i] = f"wavelength {wl:.1f} nm outside {WAVELENGTH_MIN_NM:g}–{WAVELENGTH_MAX_NM:g} nm"
             elif i in bad:
-                out[i] = "bad band (water vapour / flagged in metadata)"
+                out[i] = "bad band (water vapour, flagged in the metadata, or no data)"
             elif any(a <= wl <= b for a, b in self.bad_windows_nm):
                 out[i] = f"in a water-vapour window of {self.name}"
         return out

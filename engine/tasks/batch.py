@@ -71,8 +71,9 @@ def classify_batch(req: BatchRequest, runtime: Runtime | None = None, progress: 
             mine.append({"raster": str(path), "out": str(target), "status": "skipped (already done)",
                          "rank": ranks.rank})
             continue
-        r = classify(ClassifyRequest.from_params({"raster": str(path), "out": str(target), "model": model}), runtime,
-                     progress, cancel)
+        request = ClassifyRequest.from_params({"raster": str(path), "out": str(target), "model": model,
+                                               "overwrite": True})  # the batch's own unfinished folder: redone
+        r = classify(request, runtime, progress, cancel)
         mine.append({"raster": str(path), "out": str(target), "status": "classified", "rank": ranks.rank,
                      "seconds": round(time.perf_counter() - t0, 2), "areas_ha": r.get("areas_ha")})
     everyone = [item for part in ranks.gather(mine) for item in part]

@@ -234,16 +234,21 @@ def robust_max(ds, bands: list[int], nodata) -> float | None:
     x0, y0 = (ds.RasterXSize - w) // 2, (ds.RasterYSize - h) // 2
     sample = [b + 1 for b in bands[:: max(1, len(bands) // 16)]]
     a = ds.ReadAsArray(x0, y0, w, h, band_list=sample).astype(np.float64)
-    ok = np.isfinite(a) & (a != (nodata if nodata is not None else NODATA_DEFAULT)) & (a > -1000)
+    ok = valid_values(a, nodata)
     return float(np.percentile(a[ok], 99)) if ok.any() else None
+
+
+def valid_values(a: np.ndarray, nodata) -> np.ndarray:
+    """Where raw values are data: finite, not the no-data value (or -9999) and not a large negative fill."""
+    return np.isfinite(a) & (a != (nodata if nodata is not None else NODATA_DEFAULT)) & (a > -1000)
 
 
 def empty_bands(ds, bands: list[int], nodata) -> list[int]:
     """Bands (0-based) with no valid value in the central 64×64 window nor in four windows spread over the raster
     while other bands have some: a band that is no-data everywhere would make every pixel no-data."""
     def invalid(x0: int, y0: int, w: int, h: int, chosen: list[int]) -> np.ndarray:
-        a = ds.ReadAsArray(x0, y0, w, h, band_list=[b + 1 for b in chosen]).astype(np.float64).reshape(len(chosen), -1)
-        return ~(np.isfinite(a) & (a != (nodata if nodata is not None else NODATA_DEFAULT)) & (a > -1000))
+        a = ds.ReadAsArray(x0, y0, w, h, band_list=[b + 1 for b in chosen]).astype(np.float64)
+        return ~valid_values(a.reshape(len(chosen), -1), nodata)
     W, H = ds.RasterXSize, ds.RasterYSize
     w, h = min(W, 64), min(H, 64)
     windows = [((W - w) // 2, (H - h) // 2)] + [(int(fx * (W - w)), int(fy * (H - h)))

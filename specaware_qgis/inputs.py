@@ -95,11 +95,19 @@ def class_values(layer: QgsVectorLayer, field: str) -> list[str]:
 
 
 def run_folder(root: Path, kind: str, name: str) -> Path:
-    """A new, writable output folder for one run: ROOT/kind-name-YYYYmmdd-HHMMSS."""
+    """A new, writable output folder for one run: ROOT/kind-name-YYYYmmdd-HHMMSS (-2, -3… for runs started in the
+    same second, so no run writes into another's folder)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:40] or "layer"
-    folder = Path(root) / f"{kind}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = Path(root) / f"{kind}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        Path(root).mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            folder = stem if n == 1 else stem.with_name(f"{stem.name}-{n}")
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                continue
         with tempfile.NamedTemporaryFile(dir=folder):
             pass
     except OSError as e:

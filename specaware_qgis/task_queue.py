@@ -12,7 +12,7 @@ from qgis.core import Qgis, QgsApplication, QgsTask
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from .engine_process import Engine
-from .tasks import EngineTask
+from .tasks import TURNS, EngineTask
 from .workflows import Step
 
 Say = Callable[..., None]  # the dock's message-bar helper: say(text, level=Qgis.Info, report=None)
@@ -38,11 +38,15 @@ class TaskQueue(QObject):
         (without `on_error`, the failure goes to the message bar)."""
         busy = [t.description() for t in self.visible()]
         task = EngineTask(description, steps, engine=self.engine, quiet=quiet, folder=folder)
-        task.message.connect(lambda text, t=task: self._progressed(t, text))
-        task.progressChanged.connect(lambda _, t=task: self._progressed(t, ""))
-        if busy and not quiet:
-            self.say(f"{description} is queued: the engine runs one job at a time and is busy with {busy[0]}.")
-        self.add(task, lambda t: self._engine_task_done(t, on_success, on_error))
+        try:
+            task.message.connect(lambda text, t=task: self._progressed(t, text))
+            task.progressChanged.connect(lambda _, t=task: self._progressed(t, ""))
+            if busy and not quiet:
+                self.say(f"{description} is queued: the engine runs one job at a time and is busy with {busy[0]}.")
+            self.add(task, lambda t: self._engine_task_done(t, on_success, on_error))
+        except BaseException:
+            TURNS.give_back(task.ticket)  # a task that never reached the task manager must not hold up later jobs
+            raise
         if not quiet:
             self.started.emit(task)
         return task

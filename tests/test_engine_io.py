@@ -140,6 +140,13 @@ def test_gdal_band_scale_and_integer_reflectance_of_another_sensor(tmp_path):
         prof = profile_for_raster(make_tif(tmp_path / "plain.tif", cube, wavelengths=WL20))
     assert prof.level == "L1" and prof.scale == 1.0
     assert profile_for_raster(tmp_path / "plain.tif", level="L2").scale == pytest.approx(1e-4)
+    gains = make_tif(tmp_path / "gains.tif", cube, wavelengths=WL20)
+    ds = gdal.Open(str(gains), gdal.GA_Update)
+    for b in range(1, 21):  # per-band gains (VNIR and SWIR detectors): not one scale, so not applied
+        ds.GetRasterBand(b).SetScale(1e-4 if b <= 10 else 2e-4)
+    ds = None
+    with pytest.warns(SpecAwareWarning, match=r"gains\.tif: per-band gains \(2 different\)"):
+        assert profile_for_raster(gains, level="L2").scale != pytest.approx(2e-4)
 
 
 def test_a_bad_band_list_of_the_wrong_length_is_ignored_with_a_warning(tmp_path):
@@ -163,6 +170,9 @@ def test_a_raster_in_degrees_has_its_pixel_measured_in_metres(tmp_path):
     assert row == pytest.approx(2.0, rel=0.1) and area == pytest.approx(4.0, rel=0.15)
     assert profile_for_raster(degrees).gsd == pytest.approx(2.0, rel=0.1)
     assert ground_pixel(gdal.Open(str(utm))) == (2.0, 4.0)
+    mistagged = gdal.Translate(str(tmp_path / "mistagged.tif"), str(utm), outputSRS="EPSG:4326")  # metres as degrees
+    assert ground_pixel(mistagged) == (2.0, 4.0)  # opens as before, the grid as it is
+    mistagged = None
     r = call("classify", raster=str(degrees), out=str(tmp_path / "map"), clusters=3, preset="tiny")
     assert r["pixel_area_m2"] == pytest.approx(4.0, rel=0.15)
 

@@ -368,6 +368,12 @@ def test_turns_start_jobs_in_the_order_they_were_queued():
     assert started[-1] == -fifth
 
 
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    from specaware_qgis.inputs import run_folder
+    folders = [run_folder(tmp_path, "classify", "scene") for _ in range(3)]
+    assert len(set(folders)) == 3 and all(f.is_dir() and not any(f.iterdir()) for f in folders)
+
+
 def test_quiet_checks_stay_out_of_the_progress_line(dock):
     heard = []
     task = dock.queue.start("SpecAware: a quiet check", [("diagnostics", {})], heard.append, quiet=True)

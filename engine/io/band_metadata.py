@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 
 
+INTEGER_TYPES = (1, 2, 3, 4, 5, 12, 13)  # GDAL's Byte, UInt16, Int16, UInt32, Int32, UInt64, Int64
+
+
 def parse_list(text: str | None) -> list[float] | None:
     """Numbers of an ENVI list (`{1, 2, 3}`), or None when there are none or one is not a number."""
     if not text:
@@ -81,8 +84,15 @@ def read_spectral_metadata(ds) -> dict:
     meta["nodata"] = ignore[0] if ignore else band_nd
     factor = parse_list(envi.get("reflectance_scale_factor"))
     meta["scale"] = 1.0 / factor[0] if factor and factor[0] not in (0, 1) else None
-    band_scale = ds.GetRasterBand(1).GetScale() if ds.RasterCount else None  # GDAL's own (GeoTIFF, NetCDF)
-    if meta["scale"] is None and band_scale not in (None, 0, 1):
-        meta["scale"] = float(band_scale)
+    meta["scale_note"] = None
+    if meta["scale"] is None and ds.RasterCount and ds.GetRasterBand(1).DataType in INTEGER_TYPES:
+        bands = [ds.GetRasterBand(b) for b in range(1, ds.RasterCount + 1)]  # GDAL's own (GeoTIFF, NetCDF, ENVI gains)
+        scales = {b.GetScale() or 1.0 for b in bands}
+        offsets = {b.GetOffset() or 0.0 for b in bands}
+        if len(scales) == 1 and offsets == {0.0}:
+            meta["scale"] = scales.pop() if scales != {1.0} else None
+        elif len(scales) > 1 or offsets != {0.0}:
+            meta["scale_note"] = (f"per-band gains ({len(scales)} different) or offsets in the metadata are not "
+                                  "applied; the values are read as stored")
     meta["sensor_type"] = envi.get("sensor_type")
     return meta

@@ -66,10 +66,15 @@ def ground_pixel(ds) -> tuple[float | None, float | None]:
     cx, cy = ds.RasterXSize / 2, ds.RasterYSize / 2
     corners = [(gt[0] + px * gt[1] + py * gt[2], gt[3] + px * gt[4] + py * gt[5])
                for px, py in ((cx, cy), (cx + 1, cy), (cx + 1, cy + 1), (cx, cy + 1))]
-    local = osr.SpatialReference()
-    local.ImportFromProj4(f"+proj=laea +lat_0={corners[0][1]} +lon_0={corners[0][0]} +datum=WGS84 +units=m")
-    local.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    to_local = osr.CoordinateTransformation(srs, local)
-    xy = [to_local.TransformPoint(x, y)[:2] for x, y in corners]
+    if not all(-360 <= x <= 360 and -90 <= y <= 90 for x, y in corners):
+        return row, area  # not degrees whatever the CRS says (UTM metres tagged EPSG:4326): the grid as it is
+    try:
+        local = osr.SpatialReference()
+        local.ImportFromProj4(f"+proj=laea +lat_0={corners[0][1]} +lon_0={corners[0][0]} +datum=WGS84 +units=m")
+        local.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        to_local = osr.CoordinateTransformation(srs, local)
+        xy = [to_local.TransformPoint(x, y)[:2] for x, y in corners]
+    except (RuntimeError, TypeError):
+        return row, area
     shoelace = 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(xy, xy[1:] + xy[:1])))
     return math.hypot(xy[1][0] - xy[0][0], xy[1][1] - xy[0][1]), shoelace

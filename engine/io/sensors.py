@@ -18,7 +18,7 @@ import numpy as np
 from ..core.errors import EngineError, SpecAwareWarning, shorten
 from ..core.paths import config_dir
 from ..core.vocabulary import LEVEL_MAX, LEVELS, RESOURCES, SENSORS, WAVELENGTH_MAX_NM, WAVELENGTH_MIN_NM
-from .band_metadata import read_spectral_metadata
+from .band_metadata import INTEGER_TYPES, read_spectral_metadata
 from .datasets import ground_pixel, open_raster
 
 BUILTIN_DIR = RESOURCES / "sensors"
@@ -316,6 +316,8 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
         prof.nodata = meta["nodata"]
     if meta["scale"]:
         prof.scale = meta["scale"]
+    elif meta["scale_note"]:
+        warnings.warn(f"{Path(path).name}: {meta['scale_note']}", SpecAwareWarning, stacklevel=2)
     gsd = ground_pixel(ds)[0]
     prof.gsd = gsd or prof.gsd
     empty = empty_bands(ds, prof.good_bands(), prof.nodata) if prof.good_bands() else []
@@ -325,7 +327,7 @@ def profile_for_raster(path: str | Path, ds=None, profile: str | SensorProfile |
                       f"{'…' if len(empty) > 12 else ''} hold no valid value (all no-data) and are not used",
                       SpecAwareWarning, stacklevel=2)
     prof.level = level or (chosen.level if chosen else None) or level_from_name(path)
-    integer = ds.GetRasterBand(1).DataType in (1, 2, 3, 4, 5, 12, 13)
+    integer = ds.GetRasterBand(1).DataType in INTEGER_TYPES
     if prof.level is None or (prof.level == "L2" and integer):  # only then do the values decide anything
         p99 = robust_max(ds, prof.good_bands() or list(range(n)), prof.nodata)
         _decide_level_and_scale(prof, p99, integer, bool(meta["scale"]), Path(path).name)

@@ -92,9 +92,12 @@ class LabelSet:
         for y0 in grid.rows:
             for x0 in grid.columns:
                 x, y, w, h = grid.window(x0, y0)
-                if not labelled[y:y + h, x:x + w].any():
+                rows, cols = np.nonzero(labelled[y:y + h, x:x + w])
+                if len(rows) == 0:
                     continue
-                valid = source.read(x, y, w, h)[1]
+                y, x = y + rows.min(), x + cols.min()  # read only the labelled pixels' bounding box
+                h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+                valid = source.read(int(x), int(y), int(w), int(h))[1]
                 for part in (self.train, self.val):
                     with_data[np.unique(part[y:y + h, x:x + w][valid])] = True
         counts = sum(np.bincount(part.ravel(), minlength=len(self.scheme.names) + 1) for part in (self.train, self.val))

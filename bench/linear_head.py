@@ -9,19 +9,18 @@ arm's seconds per tile, the ratio folded / built, and the largest logit differen
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from engine.model import preset  # noqa: E402
 from engine.model.linear import LinearSegmenter  # noqa: E402
 from engine.model.segmenter import SpectralInput  # noqa: E402
+from gpu import interleaved  # noqa: E402
 
 BANDS, TILE, CLASSES = 425, 224, 8
 
@@ -40,15 +39,9 @@ def main() -> int:
     x = torch.rand(1, BANDS, TILE, TILE) * 0.5
     arms = {"built": lambda: model.classify(model.features(x, spec).permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
             "folded": lambda: model(x, spec)}
-    times: dict[str, list[float]] = {k: [] for k in arms}
     with torch.inference_mode():
-        out = {k: fn() for k, fn in arms.items()}  # warm-up, and the logits compared below
-        for _ in range(args.repeats):
-            for k, fn in arms.items():
-                t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        out = {k: fn() for k, fn in arms.items()}  # the logits compared below
+        med = interleaved(arms, torch.device("cpu"), args.repeats)
     diff = (out["folded"] - out["built"]).abs().max().item() / out["built"].abs().max().item()
     print(f"linear head, one {TILE} px tile × {BANDS} bands, {CLASSES} classes, {torch.get_num_threads()} threads, "
           f"medians of {args.repeats}: built features {med['built']:.3f} s, folded {med['folded']:.3f} s; "

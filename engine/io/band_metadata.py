@@ -20,10 +20,8 @@ def parse_list(text: str | None) -> list[float] | None:
         return None
 
 
-def _to_nm(values: list[float], units: str | None) -> list[float] | None:
+def _to_nm(values: list[float], units: str | None) -> list[float]:
     u = (units or "").strip().lower()
-    if u == "index":  # ENVI's "band numbers, not wavelengths"
-        return None
     if u in ("micrometers", "micrometer", "micrometres", "micrometre", "microns", "micron", "um", "µm", "μm"):
         factor = 1000.0
     elif u in ("nanometers", "nanometer", "nanometres", "nanometre", "nm"):
@@ -70,7 +68,7 @@ def read_spectral_metadata(ds) -> dict:
         wl = None
     if fwhm is not None and (wl is None or len(fwhm) != len(wl)):
         fwhm = None
-    if wl and _to_nm(wl, units) is None:  # band numbers: as if there were no wavelength table
+    if wl and (units or "").strip().lower() == "index":  # ENVI's band numbers: as if there were no wavelength table
         wl = fwhm = meta_count = None
     meta = {"wavelength_nm": _to_nm(wl, units) if wl else None,
             "fwhm_nm": _to_nm(fwhm, units) if fwhm and wl else None, "wavelength_count": meta_count}

@@ -87,22 +87,20 @@ class LabelSet:
         """Refuse a class whose every labelled pixel is no-data in `source` (anything with `width`, `height` and
         `read(x, y, w, h) → (values, valid)`): it would be trained on nothing and never be predicted."""
         labelled = (self.train > 0) | (self.val > 0)
-        with_data = np.zeros(len(self.scheme.names) + 1, bool)
         grid = TileGrid(source.width, source.height, tile)
-        for y0 in grid.rows:
-            for x0 in grid.columns:
-                x, y, w, h = grid.window(x0, y0)
-                rows, cols = np.nonzero(labelled[y:y + h, x:x + w])
-                if len(rows) == 0:
-                    continue
-                y, x = y + rows.min(), x + cols.min()  # read only the labelled pixels' bounding box
-                h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
-                valid = source.read(int(x), int(y), int(w), int(h))[1]
-                for part in (self.train, self.val):
-                    with_data[np.unique(part[y:y + h, x:x + w][valid])] = True
+
+        def validity(x0: int, y0: int) -> tuple[np.ndarray, np.ndarray]:  # reads only the labels' bounding box
+            x, y, w, h = grid.window(x0, y0)
+            rows, cols = np.nonzero(labelled[y:y + h, x:x + w])
+            r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+            valid = np.zeros((h, w), bool)
+            valid[r0:r1, c0:c1] = source.read(int(x + c0), int(y + r0), int(c1 - c0), int(r1 - r0))[1]
+            return np.zeros((0, h, w), np.float32), valid
+        train, val = labelled_pixels(self, grid, validity, 0)
+        with_data = set(np.concatenate([train.y, val.y]).tolist())
         counts = sum(np.bincount(part.ravel(), minlength=len(self.scheme.names) + 1) for part in (self.train, self.val))
         empty = [f"{name!r} ({counts[i]} px)" for i, name in enumerate(self.scheme.names, 1)
-                 if counts[i] and not with_data[i]]
+                 if counts[i] and i not in with_data]
         if empty:
             raise EngineError(f"{raster_name}: every labelled pixel of class {', '.join(empty)} is no-data in the "
                               "raster; draw its polygons where the raster has data, or check the raster's no-data "
